@@ -1,0 +1,125 @@
+"""Safe checkpoints: weights in safetensors, metadata as JSON, atomic writes.
+
+A checkpoint is one ``.safetensors`` file whose header carries the JSON metadata under the
+key ``"landscape"`` (model spec, algorithm, hyperparameters, data spec, seed, step, ...), so
+that :func:`load_checkpoint` rebuilds the model, and :func:`landscape.data.build_domains`
+the domains, from the file alone. Loading never executes code from the file. A copy of the
+metadata is written beside it as ``<name>.json`` for people to read; the header is the
+authoritative one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+
+from landscape.io import atomic_write, write_json
+from landscape.models import build_model
+
+FORMAT = "landscape-checkpoint"
+FORMAT_VERSION = 1
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict) -> Path:
+    """Write tensors and JSON metadata to a safetensors file, atomically."""
+    path = Path(path)
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    blob = st_save(flat, metadata={"landscape": json.dumps(metadata, allow_nan=True)})
+    atomic_write(path, lambda f: f.write(blob))
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON metadata stored in a safetensors file's header (tensors are not read)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors checkpoint ({err})") from None
+    if "landscape" not in header:
+        raise ValueError(f"{path} has no landscape metadata; was it saved by save_checkpoint?")
+    return json.loads(header["landscape"])
+
+
+def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """``(tensors, metadata)`` from a file written by :func:`save_tensors`."""
+    metadata = read_metadata(path)
+    tensors = st_load(Path(path).read_bytes())
+    return {k: v.to(device) for k, v in tensors.items()}, metadata
+
+
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Save ``model``'s state dict and ``metadata`` to ``path`` (``.safetensors``).
+
+    The model must carry a ``spec`` (all :mod:`landscape.models` networks do) so that it can
+    be rebuilt; it is stored as ``metadata["model_spec"]``.
+
+    Returns:
+        The checkpoint path. A readable ``<path>.json`` copy of the metadata is written too.
+    """
+    spec = getattr(model, "spec", None)
+    if spec is None:
+        raise ValueError(
+            f"{type(model).__name__} has no .spec; build it with landscape.build_model so the "
+            "checkpoint can rebuild it"
+        )
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_name(path.name + ".safetensors")
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **(metadata or {})}
+    meta["model_spec"] = spec
+    save_tensors(path, model.state_dict(), meta)
+    write_json(path.with_suffix(".json"), meta)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model saved at ``path``; returns ``(model, metadata)``.
+
+    The model is returned in eval mode (analyses need deterministic passes) on ``device``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a landscape checkpoint, or its weights do not fit its model spec.
+    """
+    tensors, meta = load_tensors(path, device="cpu")
+    if meta.get("format") != FORMAT or "model_spec" not in meta:
+        raise ValueError(f"{path} is not a landscape checkpoint (no model_spec in its metadata)")
+    model = build_model(meta["model_spec"])
+    check_state_dict(model, tensors, source=str(path))
+    model.load_state_dict(tensors)
+    return model.to(device).eval(), meta
+
+
+def check_state_dict(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
+    """Raise a one-line ``ValueError`` if ``tensors`` do not match ``model``'s state dict."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"{k} has shape {found[k]}, the model expects {expected[k]}")
+        raise ValueError(f"{source} was saved from another model: {'; '.join(parts)}")

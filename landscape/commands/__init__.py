@@ -1,0 +1,1 @@
+"""Sub-commands of the ``landscape`` command line (see :mod:`landscape.cli`)."""
