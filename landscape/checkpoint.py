@@ -101,6 +101,9 @@ def load_checkpoint(
     if meta.get("format") != FORMAT or "model_spec" not in meta:
         raise ValueError(f"{path} is not a landscape checkpoint (no model_spec in its metadata)")
     model = build_model(meta["model_spec"])
+    dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
+    if len(dtypes) == 1:  # keep the saved precision (a float64 model stays float64)
+        model = model.to(dtypes.pop())
     check_state_dict(model, tensors, source=str(path))
     model.load_state_dict(tensors)
     return model.to(device).eval(), meta
