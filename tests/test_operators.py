@@ -1,0 +1,202 @@
+"""Matrix-free curvature operators against the dense float64 references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from landscape import reference as ref
+from landscape.operators import (
+    Curvature,
+    check_deterministic,
+    curvature_operator,
+    is_backpack_extended,
+    plain_copy,
+)
+from tests.conftest import make_binary_domains, make_mlp, make_multiclass_domains
+
+CASES = {
+    "bce": (nn.BCEWithLogitsLoss, make_binary_domains, 1),
+    "ce": (nn.CrossEntropyLoss, make_multiclass_domains, 3),
+}
+
+
+def _case(loss: str, batches: int = 1, dtype=torch.float64, n: int = 30):
+    loss_cls, make, out = CASES[loss]
+    model = make_mlp(out=out, dtype=dtype)
+    X, y = make(n_domains=1, n=n, dtype=dtype)["d0"][0]
+    size = -(-n // batches)
+    data = [(X[i : i + size], y[i : i + size]) for i in range(0, n, size)]
+    return model, loss_cls(), data
+
+
+def _snapshot(model):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        {n: p.requires_grad for n, p in model.named_parameters()},
+        [m.training for m in model.modules()],
+    )
+
+
+def _assert_unchanged(model, snap):
+    state, flags, modes = snap
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert [m.training for m in model.modules()] == modes
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+@pytest.mark.parametrize("params", [None, "classifier"], ids=["all", "head"])
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
+def test_matches_reference(loss, params, curvature):
+    model, loss_func, data = _case(loss, batches=1)
+    X, y = data[0]
+    expected = ref.dense_curvature(model, loss_func, data, params, curvature)
+    grad = ref.gradient(model, loss_func, data, params)
+    R = ref.risk(model, loss_func, data)
+    snap = _snapshot(model)
+    op = curvature_operator(model, loss_func, data, params, curvature)
+    assert op.retain_graph
+    torch.testing.assert_close(op.dense(), expected)
+    assert op.num_products == expected.shape[0]
+    # several batches (uneven sizes): looping over batches, or one retained graph per batch
+    batches = [(X[:7], y[:7]), (X[7:20], y[7:20]), (X[20:], y[20:])]
+    V = torch.randn(expected.shape[0], 2, dtype=torch.float64)
+    for retain in (False, True):
+        op = curvature_operator(model, loss_func, batches, params, curvature, retain_graph=retain)
+        assert op.retain_graph == retain and op.num_batches == 3
+        torch.testing.assert_close(op @ V, expected @ V)
+        torch.testing.assert_close(op.gradient(), grad)
+        assert op.risk() == pytest.approx(R, rel=1e-12)
+    _assert_unchanged(model, snap)
+
+
+def test_products_interfaces():
+    model, loss_func, data = _case("ce", batches=2)
+    H = ref.dense_hessian(model, loss_func, data)
+    op = curvature_operator(model, loss_func, data, curvature=Curvature.HESSIAN)
+    assert op.shape == (H.shape[0], H.shape[0]) and op.dim == H.shape[0]
+    assert op.dtype == torch.float64 and op.device == torch.device("cpu")
+    g = torch.Generator().manual_seed(3)
+    V = torch.randn(op.dim, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(op @ V[:, 0], H @ V[:, 0])
+    torch.testing.assert_close(op.matmat(V), H @ V)
+    torch.testing.assert_close(op @ V, H @ V)
+    assert op.num_products == 7
+    A = op.to_scipy()
+    x = V[:, 1].numpy()
+    out = A @ x
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out, (H @ V[:, 1]).numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(A.matmat(V.numpy()), (H @ V).numpy(), rtol=1e-10, atol=1e-12)
+    assert op.num_products == 7 + 1 + 3
+    with pytest.raises(ValueError, match=r"v has shape \(5,\); expected \[\d+\]"):
+        op.matvec(torch.zeros(5))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        op.matvec([0.0])
+
+
+def test_linear_mse_closed_form_and_float32():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(50, 1, generator=g, dtype=torch.float64)
+    model = nn.Linear(4, 1, bias=False).double().eval()
+    for curvature in ("hessian", "ggn"):
+        op = curvature_operator(model, nn.MSELoss(), [(X, y)], curvature=curvature)
+        torch.testing.assert_close(op.dense(), 2 / 50 * X.T @ X)
+    model32 = nn.Linear(4, 1, bias=False).eval()
+    model32.weight.data = model.weight.data.float()
+    op32 = curvature_operator(model32, nn.MSELoss(), [(X.float(), y.float())])
+    assert op32.dtype == torch.float32
+    torch.testing.assert_close(op32.dense().double(), 2 / 50 * X.T @ X, rtol=1e-5, atol=1e-5)
+
+
+def test_dataloader_and_single_pair():
+    model, loss_func, data = _case("bce", batches=1, n=24)
+    X, y = data[0]
+    expected = ref.dense_ggn(model, loss_func, data, "classifier")
+    loader = DataLoader(TensorDataset(X, y), batch_size=10, shuffle=False)
+    for d in (loader, (X, y)):
+        op = curvature_operator(model, loss_func, d, "classifier", "ggn")
+        torch.testing.assert_close(op.dense(), expected)
+    assert op.num_samples == 24
+
+
+def test_model_unchanged_with_frozen_params_and_release():
+    model, loss_func, data = _case("bce")
+    model.featurizer[1].weight.requires_grad_(False)
+    snap = _snapshot(model)
+    with curvature_operator(model, loss_func, data, curvature="hessian") as op:
+        v = torch.ones(op.dim, dtype=torch.float64)
+        op @ v
+        _assert_unchanged(model, snap)
+    with pytest.raises(ValueError, match="released"):
+        op @ v
+    _assert_unchanged(model, snap)
+
+
+def test_changed_weights_are_detected():
+    model, loss_func, data = _case("bce", batches=2)
+    for retain in (True, False):
+        op = curvature_operator(model, loss_func, data, retain_graph=retain)
+        with torch.no_grad():
+            model.classifier.bias.add_(0.1)
+        with pytest.raises(ValueError, match="'classifier.bias' changed in place"):
+            op @ torch.ones(op.dim, dtype=torch.float64)
+
+
+def test_guard_rails():
+    model, loss_func, data = _case("bce")
+    with pytest.raises(ValueError, match="reduction='sum'.*reduction='mean'"):
+        curvature_operator(model, nn.BCEWithLogitsLoss(reduction="sum"), data)
+    with pytest.raises(ValueError, match="unknown curvature 'fisher'; use one of hessian, ggn, ef"):
+        curvature_operator(model, loss_func, data, curvature="fisher")
+    with pytest.raises(ValueError, match="unsupported loss L1Loss"):
+        curvature_operator(model, nn.L1Loss(), data)
+    with pytest.raises(TypeError, match="loss module"):
+        curvature_operator(model, lambda a, b: a, data)
+    with pytest.raises(ValueError, match="no parameter named or prefixed 'head'"):
+        curvature_operator(model, loss_func, data, params="head")
+    op = curvature_operator(model, loss_func, data, "classifier")
+    with pytest.raises(ValueError, match="above the limit 3"):
+        op.dense(max_dim=3)
+    model.train()
+    with pytest.raises(ValueError, match=r"model is in train mode; call model.eval\(\)"):
+        curvature_operator(model, loss_func, data)
+    assert model.training  # never switched silently
+    dropout = nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5), nn.Linear(4, 1)).double().train()
+    with pytest.raises(ValueError, match=r"train mode with Dropout \(1\); call model.eval\(\)"):
+        curvature_operator(dropout, loss_func, data)
+
+    class Noisy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(6, 1).double()
+
+        def forward(self, x):
+            return self.lin(x + torch.randn_like(x))
+
+    with pytest.raises(ValueError, match="not deterministic"):
+        check_deterministic(Noisy().eval(), data[0])
+    with pytest.raises(ValueError, match="not deterministic"):
+        curvature_operator(Noisy().eval(), loss_func, data)
+
+
+def test_backpack_extended_model_is_analysed_through_a_plain_copy():
+    from backpack import extend
+
+    model, loss_func, data = _case("ce")
+    expected = ref.dense_hessian(model, loss_func, data, "classifier")
+    extend(model)
+    assert is_backpack_extended(model)
+    copy = plain_copy(model)
+    assert not is_backpack_extended(copy) and is_backpack_extended(model)
+    assert not copy.classifier._forward_hooks
+    op = curvature_operator(model, loss_func, data, "classifier")
+    torch.testing.assert_close(op.dense(), expected)
+    assert is_backpack_extended(model)  # the user's model keeps its hooks
