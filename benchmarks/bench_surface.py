@@ -1,0 +1,194 @@
+"""Time per grid point of ``loss_surface`` against one forward pass and a plain loop.
+
+The plain loop is what the reference loss-landscape code (Li et al. 2018,
+``net_plotter.set_weights`` + ``evaluation.eval_loss``) does: at every grid point it copies
+:math:`\\theta^* + \\alpha\\delta + \\beta\\eta` into the model's parameters, then runs the
+forward pass. It leaves the model displaced by the last grid offset; the distance is
+printed.
+
+Setup: the Colored MNIST MLP (``landscape.models.colored_mnist_mlp``), two domains of
+5,000 samples (real Colored MNIST when the offline MNIST cache is there, else random inputs
+``[N, 2, 14, 14]``), a 31 x 31 grid, filter-normalised random directions. Printed:
+
+* ``forward``: median time of one forward pass + loss over one domain;
+* for each of our evaluation paths and the plain loop: time per (grid point, domain), its
+  ratio to one forward pass (goal <= 1.2) and the speed-up over the plain loop (goal
+  >= 1.0 on CPU).
+
+Usage::
+
+    python benchmarks/bench_surface.py            # full size (minutes on a CPU)
+    python benchmarks/bench_surface.py --quick    # 5 x 5 grid, 1,000 samples
+    python benchmarks/bench_surface.py --device cuda --points-per-call 1 4 16 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from landscape.device import resolve_device  # noqa: E402
+from landscape.directions import random_directions  # noqa: E402
+from landscape.models import colored_mnist_mlp  # noqa: E402
+from landscape.surface import loss_surface, make_grid  # noqa: E402
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def load_domains(n: int, device, seed: int = 0):
+    try:
+        from landscape.data import colored_mnist
+
+        domains = colored_mnist(subsample=n, device=device)
+        names = list(domains)[:2]
+        return {k: domains[k] for k in names}, "Colored MNIST"
+    except Exception as err:  # noqa: BLE001 - no MNIST cache: random inputs of the same shape
+        reason = str(err).splitlines()[0][:80]
+        g = torch.Generator().manual_seed(seed)
+        domains = {}
+        for name in ("+80%", "+90%"):
+            X = torch.rand(n, 2, 14, 14, generator=g)
+            y = (torch.rand(n, 1, generator=g) < 0.5).float()
+            domains[name] = [(X.to(device), y.to(device))]
+        return domains, f"random inputs ({reason})"
+
+
+def plain_loop(model, loss_func, domains, dirs, alphas, betas):
+    """The reference approach: copy the displaced weights into the model at every point."""
+    params = dict(model.named_parameters())
+    theta = {n: params[n].detach().clone() for n in dirs.names}
+    out = {}
+    with torch.no_grad():
+        for name, batches in domains.items():
+            losses = torch.empty(len(alphas), len(betas))
+            for i, a in enumerate(alphas):
+                for j, b in enumerate(betas):
+                    for n in dirs.names:  # set_weights
+                        params[n].data.copy_(theta[n] + a * dirs.d1[n] + b * dirs.d2[n])
+                    total = 0.0
+                    for X, y in batches:
+                        total += float(loss_func(model(X), y)) * X.shape[0]
+                    losses[i, j] = total / sum(X.shape[0] for X, _ in batches)
+            out[name] = losses
+    displaced = max(float((params[n].detach() - theta[n]).norm()) for n in dirs.names)
+    return out, displaced
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 x 5 grid, 1,000 samples")
+    parser.add_argument("--n", type=int, default=None, help="samples per domain (5,000)")
+    parser.add_argument("--grid", type=int, default=None, help="points per axis (31)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--points-per-call",
+        type=int,
+        nargs="+",
+        default=None,
+        help="vmap sizes to time (default: 1 on CPU, 1 4 16 on GPU)",
+    )
+    parser.add_argument("--no-reference", action="store_true", help="skip the plain loop")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    n = args.n or (1000 if args.quick else 5000)
+    num = args.grid or (5 if args.quick else 31)
+    device = resolve_device(args.device)
+    sizes = args.points_per_call or ([1, 4, 16] if device.type == "cuda" else [1])
+
+    torch.manual_seed(0)
+    model = colored_mnist_mlp().to(device).eval()
+    loss_func = torch.nn.BCEWithLogitsLoss()
+    domains, source = load_domains(n, device)
+    dirs = random_directions(model, seed=0)
+    alphas, betas = make_grid((-1.0, 1.0, num))
+    points = num * num * len(domains)
+    print(f"device {device}, threads {torch.get_num_threads()}, data: {source}")
+    print(f"{len(domains)} domains x {n} samples, grid {num} x {num} ({points} domain-points)")
+
+    X, y = domains[next(iter(domains))][0]
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            loss_func(model(X), y)
+        for _ in range(15 if not args.quick else 5):
+            sync(device)
+            t = time.perf_counter()
+            loss_func(model(X), y)
+            sync(device)
+            times.append(time.perf_counter() - t)
+    forward = statistics.median(times)
+    print(f"forward pass + loss over one domain: {forward * 1e3:.2f} ms")
+
+    rows = []
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    results = {}
+    for first in (True, False):
+        for size in sizes:
+            label = f"ours: {'first-layer' if first else 'plain'}, {size} point(s)/call"
+            sync(device)
+            t = time.perf_counter()
+            res = loss_surface(
+                model,
+                loss_func,
+                domains,
+                dirs,
+                grid=(alphas, betas),
+                first_layer=first,
+                points_per_call=size,
+                progress=False,
+            )
+            sync(device)
+            rows.append((label, (time.perf_counter() - t) / points))
+            results[label] = res
+    after = model.state_dict()
+    untouched = all(torch.equal(before[k], after[k]) for k in before)
+    if not args.no_reference:
+        sync(device)
+        t = time.perf_counter()
+        ref, displaced = plain_loop(model, loss_func, domains, dirs, alphas, betas)
+        sync(device)
+        reference = (time.perf_counter() - t) / points
+        model.load_state_dict(before)
+    else:
+        reference, displaced, ref = None, None, None
+
+    print()
+    print(f"{'path':48s} {'ms/point':>9s} {'/forward':>9s} {'speed-up vs plain loop':>23s}")
+    for label, per in rows:
+        speed = f"{reference / per:.2f}x" if reference else "-"
+        print(f"{label:48s} {per * 1e3:9.2f} {per / forward:9.2f} {speed:>23s}")
+    if reference:
+        print(
+            f"{'plain loop copying weights (reference code)':48s} {reference * 1e3:9.2f} "
+            f"{reference / forward:9.2f} {'1.00x':>23s}"
+        )
+        worst = max(
+            float((torch.as_tensor(r.losses[k]) - ref[k].double()).abs().max())
+            for r in results.values()
+            for k in ref
+        )
+        print(f"\nmax |ours - plain loop| over all paths: {worst:.2e}")
+        print(f"plain loop leaves the model displaced: ||theta_after - theta*|| = {displaced:.3f}")
+    print(f"loss_surface leaves the model untouched: {untouched}")
+    best = min(per for _, per in rows)
+    print(
+        f"\nbest: {best / forward:.2f} x one forward pass per point (goal <= 1.2)"
+        + (f", {reference / best:.2f}x the plain loop (goal >= 1.0 on CPU)" if reference else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
