@@ -525,6 +525,7 @@ class Trainer:
             "hyperparameters": self.config.to_dict(),
             "data": data_spec,
             "loss": self.config.loss,
+            "dtype": self.config.dtype,
             "train_domains": self.train_domains,
             "test_domains": self.test_domains,
             "seed": self.seed,
