@@ -379,6 +379,10 @@ def test_build_domains_errors():
         build_domains({"name": "linear_regression", "depth": 3})
     with pytest.raises(ValueError, match="unknown data set 'cifar'"):
         data_spec("cifar")
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+        data_spec("linear_regression", n=0)
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+        data_spec("linear_regression", noise=-1.0)
     with pytest.raises(ValueError, match="'dtype' is not an argument"):
         data_spec("linear_regression", dtype=torch.float32)
 

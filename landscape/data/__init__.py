@@ -26,6 +26,7 @@ from landscape.data.colored_mnist import (
 )
 from landscape.data.mnist import MNISTError, default_data_dir, load_mnist
 from landscape.data.synthetic import (
+    _positive_int,
     gaussian_classification_domains,
     linear_regression_domains,
     linear_regression_hessian,
@@ -86,7 +87,8 @@ def data_spec(name: str, **kwargs) -> dict:
             )
     bound = signature.bind(**kwargs)
     bound.apply_defaults()
-    func(**{**bound.arguments, "n": 1})  # validate every argument cheaply
+    _positive_int(bound.arguments["n"], "n")
+    func(**{**bound.arguments, "n": 1})  # validate every other argument cheaply
     spec = {"name": name}
     for key, value in bound.arguments.items():
         if key not in _BUILD_ONLY:

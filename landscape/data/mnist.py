@@ -408,17 +408,19 @@ def build_cache(
     return path
 
 
-def read_cache(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read and shape-check the cache file (``allow_pickle=False``)."""
+def read_cache(path: str | os.PathLike, splits: tuple[str, ...] = ("train", "test")) -> dict:
+    """Read and shape-check the cache's arrays of ``splits`` (``allow_pickle=False``)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+            keys = [k for k in data.files if k.split("_")[0] in splits or k == "source"]
+            arrays = {key: data[key] for key in keys}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise MNISTError(
             f"cache {path} is corrupted ({err}); delete it and run `landscape data fetch`"
         ) from None
-    for split, n in SIZES.items():
+    for split in splits:
+        n = SIZES[split]
         images, labels = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
         if (
             images is None
@@ -470,5 +472,5 @@ def load_mnist(
     path = cache_path(data_dir)
     if not path.is_file():
         path = build_cache(data_dir, download=download)
-    arrays = read_cache(path)
+    arrays = read_cache(path, splits=(split,))
     return arrays[f"{split}_images"], arrays[f"{split}_labels"]
