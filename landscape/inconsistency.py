@@ -631,23 +631,16 @@ def lanczos_extremes(op, steps: int = 30, seed: int = 0) -> tuple[np.ndarray, np
     return theta, Q[:, :j_end] @ S
 
 
-def _check_operator_definiteness(
-    domain: str, op: CountingOperator, steps: int, seed: int, rtol: float
-) -> DefinitenessReport:
-    theta, V = lanczos_extremes(op, steps=steps, seed=seed)
-    rep = _report_from_spectrum(domain, theta, V, rtol, f"lanczos({theta.size})")
-    if rep.status == "positive definite":
-        rep.status = "not disproved"
-    return rep
-
-
 class MatrixFreeCurvature:
     r"""One domain's curvature operator ``H_A`` prepared for every pair ``(A, ·)``.
 
     A seeded Lanczos run (``lanczos_steps`` products) estimates :math:`\lambda_{\max}(H_A)`
     (for relative damping and scaling) and bounds :math:`\lambda_{\min}(H_A)` from above: a
     Ritz value at or below ``rtol·λ_max`` proves ``H_A`` is not positive definite. With
-    ``remedy="top-k"`` the ``k`` leading eigenpairs are computed once (``eigsh``).
+    ``remedy="top-k"`` the same run (``max(lanczos_steps, 2k + 10)`` products) gives the ``k``
+    leading Ritz pairs ``(Λ_k, U_k)``; since ``U_kᵀH_AU_k = Λ_k`` exactly, the restricted
+    problem is solved exactly on their span, the Lanczos approximation of the top-``k``
+    eigenspace.
     """
 
     def __init__(
@@ -671,7 +664,14 @@ class MatrixFreeCurvature:
         self.rtol = rtol
         self.seed = seed
         start = self.op.products
-        self.report = _check_operator_definiteness(domain, self.op, lanczos_steps, seed, rtol)
+        n = self.op.shape[0]
+        if remedy == "top-k" and k >= n:
+            raise ValueError(f"k={k} must be smaller than the dimension {n}; use method='dense'")
+        steps = max(lanczos_steps, 2 * k + 10) if remedy == "top-k" else lanczos_steps
+        ritz, vectors = lanczos_extremes(self.op, steps=steps, seed=seed)
+        self.report = _report_from_spectrum(domain, ritz, vectors, rtol, f"lanczos({ritz.size})")
+        if self.report.status == "positive definite":
+            self.report.status = "not disproved"
         self.lam_max = self.report.max_eigenvalue
         self.delta = 0.0
         self.topk: tuple[np.ndarray, np.ndarray] | None = None
@@ -692,13 +692,7 @@ class MatrixFreeCurvature:
                     f" > {-lo / self.lam_max:.3g} or remedy='top-k'"
                 )
         else:
-            n = self.op.shape[0]
-            if k >= n:
-                raise ValueError(
-                    f"k={k} must be smaller than the dimension {n}; use method='dense'"
-                )
-            v0 = np.random.default_rng(seed).standard_normal(n)
-            lam, U = spla.eigsh(self.op, k=k, which="LA", v0=v0, tol=1e-8)
+            lam, U = ritz[-k:], vectors[:, -k:]
             if lam.min() <= self.rtol * lam.max():
                 raise ValueError(
                     f"the top-{k} eigenvalues of H_A of domain {domain!r} include "
@@ -1454,7 +1448,9 @@ def _choice(value, allowed, what: str):
 
 
 def _diagonals(model, loss_func, domains, params, curvature, source, progress):
-    """Per-domain curvature diagonals ``{name: [D] float64}`` from :mod:`landscape.curvature`."""
+    """Per-domain diagonals ``{name: [D] float64}`` from :mod:`landscape.curvature`: BackPACK's
+    exact Hessian or GGN diagonal, the empirical Fisher diagonal (mean squared per-sample
+    gradient), or Fishr's gradient variance (``source="variance"``)."""
     from landscape import curvature as curv
     from landscape.params import flatten
 
@@ -1464,11 +1460,16 @@ def _diagonals(model, loss_func, domains, params, curvature, source, progress):
         return np.asarray(_to_numpy(d), dtype=np.float64).reshape(-1)
 
     if source == "variance":
-        result = curv.gradient_variance(model, loss_func, domains, params=params)
+        per_domain = curv.gradient_variance(model, loss_func, domains, params, progress=progress)
+        per_domain = per_domain.variance
+    elif curvature == "ef":
+        per_domain = curv.gradient_variance(model, loss_func, domains, params, progress=progress)
+        per_domain = per_domain.empirical_fisher
     else:
-        how = {"hessian": "exact", "ggn": "ggn", "ef": "ef"}[curvature]
-        result = curv.hessian_diagonal(model, loss_func, domains, params=params, method=how)
-    per_domain = getattr(result, "values", result)
+        how = {"hessian": "exact", "ggn": "ggn"}[curvature]
+        per_domain = curv.hessian_diagonal(
+            model, loss_func, domains, params, method=how, progress=progress
+        ).diagonal
     return {name: flat(per_domain[name]) for name in domains}
 
 

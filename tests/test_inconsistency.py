@@ -583,3 +583,41 @@ def test_cli_score_errors(checkpoint, tmp_path, capsys, args, message):
         main(["score", str(checkpoint), "--out", str(tmp_path), "--quiet", *args])
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "curvature, source",
+    [("hessian", "hessian"), ("ggn", "hessian"), ("ef", "hessian"), ("hessian", "variance")],
+)
+def test_diagonal_sources_match_the_reference(curvature, source):
+    pytest.importorskip("landscape.curvature")
+    model = make_mlp(dim=4, hidden=(3,))
+    domains = make_binary_domains(2, n=50, dim=4)
+    loss = nn.BCEWithLogitsLoss()
+    res = inconsistency_score(
+        model,
+        loss,
+        domains,
+        0.01,
+        params="classifier",
+        method="diagonal",
+        curvature=curvature,
+        diagonal_source=source,
+        progress=False,
+        check=False,
+    )
+    if source == "variance":
+        h = {
+            d: reference.gradient_variance(model, loss, domains[d], "classifier").numpy()
+            for d in domains
+        }
+    else:
+        h = {
+            d: np.diag(
+                reference.dense_curvature(model, loss, domains[d], "classifier", curvature).numpy()
+            )
+            for d in domains
+        }
+    assert res.eigenvalues[0, 1] == pytest.approx(np.max(h["d1"] / h["d0"]), rel=1e-6)
+    assert res.eigenvalues[1, 0] == pytest.approx(np.max(h["d0"] / h["d1"]), rel=1e-6)
+    assert res.diagonal_source == source
