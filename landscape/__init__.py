@@ -16,6 +16,14 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # data, models, losses, parameters
     "colored_mnist": "landscape.data",
+    "colored_mnist_spec": "landscape.data",
+    "data_spec": "landscape.data",
+    "build_domains": "landscape.data",
+    "load_mnist": "landscape.data",
+    "TRAIN_DOMAINS": "landscape.data",
+    "TEST_DOMAINS": "landscape.data",
+    "linear_regression_domains": "landscape.data",
+    "gaussian_classification_domains": "landscape.data",
     "MLP": "landscape.models",
     "build_model": "landscape.models",
     "build_loss": "landscape.losses",

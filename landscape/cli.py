@@ -1,4 +1,4 @@
-"""The ``landscape`` command: ``landscape {train,curvature,score,surface,figures,reproduce}``.
+"""The ``landscape`` command: ``landscape {reproduce,train,curvature,score,surface,figures,data}``.
 
 Each sub-command lives in ``landscape/commands/<name>.py`` with ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``. Errors on bad input print one line
@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["train", "curvature", "score", "surface", "figures", "reproduce"]
+COMMANDS = ["reproduce", "train", "curvature", "score", "surface", "figures", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,35 @@
+# Two commands for a new user (see README.md):
+#   make demo   set up .venv (if needed) and run the default end-to-end job (`landscape reproduce`)
+#   make test   set up .venv (if needed) and run the test suite
+# torch is pinned in the same pip call as everything that depends on it (see ../shared/ENV.md).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+OUT ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test install data lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "torch==2.13.0" -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+data: install
+	$(VENV)/bin/landscape data fetch
+
+demo: install
+	$(VENV)/bin/landscape reproduce --out $(OUT)
+
+test: install data
+	MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check landscape tests benchmarks train_fishr.py
+	$(PY) -m ruff format --check landscape tests benchmarks train_fishr.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs
