@@ -38,7 +38,14 @@ accuracies. The results table uses the final row (the Colored MNIST script repor
 forward pass of its last update instead, one Adam step earlier).
 
 Data are built once (the same for every algorithm and restart); restart ``k`` initialises
-its model with seed ``seed + k`` (recorded in every file).
+its model with seed ``seed + k`` (recorded in every file). The Colored MNIST script instead
+draws the shuffle and the label / colour noise again at every restart from one running RNG,
+so its spread over restarts also holds data variance; here it is the initialisation's only
+(vary ``data_seed`` across runs for the other part).
+
+Nothing random happens during a step (full batch, no dropout), so the resumable state holds
+no RNG state: the weights, Adam's state, the Penalties state (Fishr's moving averages), the
+step and the history suffice for a bit-identical continuation.
 """
 
 from __future__ import annotations
@@ -125,7 +132,9 @@ class TrainConfig:
         hidden_dims: widths of the MLP's hidden layers.
         distance: Fishr's distance between variances, ``"sum"`` (the script) or ``"mean"``
             (DomainBed).
-        ema: exponential moving average of Fishr's variances (``None``: none).
+        ema: ``β`` of the bias-corrected moving average of Fishr's variances, in (0, 1)
+            (``None``: none; DomainBed uses 0.95, see :class:`landscape.penalties.Penalties`
+            for how its scale differs from DomainBed's).
         label_noise, color_flip, subsample, data_seed: the Colored MNIST data spec (see
             :func:`landscape.data.colored_mnist`; ``color_flip`` is ``{domain: probability}``
             and is stored resolved); ignored when ``data`` is given.
@@ -218,8 +227,8 @@ class TrainConfig:
                 f"unknown distance {self.distance!r}; choose from {', '.join(DISTANCES)}"
             )
         if self.ema is not None:
-            if not _is_number(self.ema) or not 0 <= self.ema < 1:
-                raise ValueError(f"ema must be None or a number in [0, 1), got {self.ema!r}")
+            if not _is_number(self.ema) or not 0 < self.ema < 1:
+                raise ValueError(f"ema must be None or a number in (0, 1), got {self.ema!r}")
             self.ema = float(self.ema)
         if isinstance(self.hidden_dims, int) or not all(
             _is_int(h) and h > 0 for h in self.hidden_dims

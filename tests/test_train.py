@@ -103,7 +103,7 @@ def test_config_json_round_trip(tmp_path):
         ({"anneal_step": -1}, ValueError, "anneal_step must be an integer >= 0"),
         ({"schedule": "x"}, ValueError, "unknown schedule 'x'; choose from script, domainbed"),
         ({"distance": "max"}, ValueError, "unknown distance 'max'"),
-        ({"ema": 1.0}, ValueError, "ema must be None or a number in [0, 1)"),
+        ({"ema": 1.0}, ValueError, "ema must be None or a number in (0, 1)"),
         ({"hidden_dims": [4, 0]}, ValueError, "hidden_dims must be a list of positive widths"),
         ({"checkpoint_steps": [7]}, ValueError, "checkpoint step 7 is outside 0..6"),
         ({"dtype": "float16"}, ValueError, "unknown dtype 'float16'"),
@@ -525,7 +525,7 @@ def test_cli_defaults_match_train_config(capsys):
     [
         (["--algorithm", "foo"], "unknown algorithm 'foo'; choose from erm, irm, vrex, fishr"),
         (["--steps", "0"], "steps must be a positive integer, got 0"),
-        (["--ema", "2"], "ema must be None or a number in [0, 1)"),
+        (["--ema", "2"], "ema must be None or a number in (0, 1)"),
     ],
 )
 def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):

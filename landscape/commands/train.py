@@ -97,7 +97,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ema",
         type=float,
-        help="exponential moving average of Fishr's variances, in [0, 1) (default: none)",
+        help="moving average of Fishr's variances, beta in (0, 1); DomainBed uses 0.95 "
+        "(default: none)",
     )
     parser.add_argument(
         "--subsample",
@@ -112,7 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-seed", type=int, help="seed of the data shuffle and noise draws (default 0)"
     )
-    parser.add_argument("--seed", type=int, help="base seed of the model initialisations (0)")
+    parser.add_argument(
+        "--seed", type=int, help="base seed of the model initialisations (default 0)"
+    )
     parser.add_argument(
         "--hidden-dims",
         type=int,
