@@ -398,6 +398,11 @@ class Trainer:
         self.seed = config.seed + self.restart
         self.train_domains = list(train_domains)
         self.test_domains = list(test_domains)
+        missing = [d for d in self.train_domains + self.test_domains if d not in batches]
+        if missing:
+            raise ValueError(
+                f"no data for domain {missing[0]!r}; batches has {', '.join(map(str, batches))}"
+            )
         self.train_batches = {d: batches[d] for d in self.train_domains}
         self.test_batches = {d: batches[d] for d in self.test_domains}
         X0 = next(iter(batches.values()))[0]

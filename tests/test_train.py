@@ -246,6 +246,24 @@ def test_trainer_leaves_global_rng_and_seeds_init():
     assert t1.model_spec == {"arch": "mlp", "input_dim": 4, "hidden_dims": [5, 4], "output_dim": 1}
 
 
+def test_trainer_errors():
+    config = tiny_config()
+    batches = batches_of(config)
+    with pytest.raises(ValueError, match="no data for domain 'd9'; batches has d0, d1, d2, d3"):
+        Trainer(config, "erm", 0, batches, ["d0", "d9"], TEST)
+    with pytest.raises(ValueError, match="unknown algorithm 'sgd'; choose from erm"):
+        Trainer(config, "sgd", 0, batches, TRAIN, TEST)
+    trainer = Trainer(dataclass_replace(config, steps=1), "erm", 0, batches, TRAIN, TEST)
+    trainer.train_step()
+    with pytest.raises(ValueError, match=r"the run is finished \(1 steps done\)"):
+        trainer.train_step()
+
+
+def test_train_unknown_domain(tmp_path):
+    with pytest.raises(ValueError, match="unknown domain 'x'; the data has d0, d1, d2, d3"):
+        train(tiny_config(test_domains=["x"]), tmp_path, progress=False)
+
+
 def test_non_finite_loss_names_algorithm_restart_step_and_domain():
     config = tiny_config(algorithms=["fishr"])
     batches = batches_of(config)
