@@ -373,7 +373,8 @@ def eigen_directions(
 
     Computes the ``k`` largest eigenpairs of :math:`\\nabla^2_\\theta R_e(\\theta^*)` with
     :func:`landscape.curvature.top_eigenpairs` and uses the first two eigenvectors (unit
-    norm) as :math:`\\delta, \\eta`. On the plane, a quadratic model of :math:`R_e` reads
+    norm; sign fixed so that each vector's largest entry is positive) as
+    :math:`\\delta, \\eta`. On the plane, a quadratic model of :math:`R_e` reads
     :math:`\\tfrac12(\\lambda_1\\alpha^2 + \\lambda_2\\beta^2)` plus the gradient term.
 
     Args:
@@ -394,7 +395,7 @@ def eigen_directions(
     name, domains = _domain_data(domain_data, domain)
     selected = select_params(model, params)
     result = top_eigenpairs(
-        model, loss_func, domains, params=params, k=k, seed=seed, **eigen_kwargs
+        model, loss_func, domains, params=params, k=k, which="largest", seed=seed, **eigen_kwargs
     )
     values, vectors = _eigen_of(result, name)
     like = {n: p.detach() for n, p in selected.items()}
@@ -410,41 +411,21 @@ def eigen_directions(
             "domain": name,
             "eigenvalues": [float(v) for v in values[:k]],
             "k": k,
+            "curvature": str(eigen_kwargs.get("curvature", "hessian")),
+            "converged": bool(result.converged.get(name, True)),
         },
     )
 
 
 def _eigen_of(result, name: str):
-    """Eigenvalues ``[k]`` and eigenvectors (``k`` flat vectors) of one domain's result."""
-
-    def get(obj, key):
-        if isinstance(obj, Mapping):
-            return obj[key]
-        return getattr(obj, key)
-
-    per_domain = result
-    for attr in ("results", "domains", "per_domain"):
-        if hasattr(result, attr) and isinstance(getattr(result, attr), Mapping):
-            per_domain = getattr(result, attr)
-            break
-    entry = per_domain[name] if isinstance(per_domain, Mapping) and name in per_domain else result
-    values = get(entry, "eigenvalues")
-    vectors = get(entry, "eigenvectors")
-    if isinstance(values, Mapping):
-        values, vectors = values[name], vectors[name]
-    values = torch.as_tensor(np.asarray(values) if not isinstance(values, Tensor) else values)
-    vectors = torch.as_tensor(np.asarray(vectors) if not isinstance(vectors, Tensor) else vectors)
+    """Largest eigenvalues ``[k]`` (descending) and eigenvectors ``[k, D]`` of one domain."""
+    values = torch.as_tensor(np.asarray(result.largest_eigenvalues[name]), dtype=torch.float64)
+    vectors = torch.as_tensor(np.asarray(result.largest_eigenvectors[name]), dtype=torch.float64)
     order = torch.argsort(values, descending=True)
-    values = values[order]
-    if vectors.dim() != 2:
-        raise ValueError(
-            f"expected eigenvectors as a [D, k] or [k, D] array, got {tuple(vectors.shape)}"
-        )
-    if vectors.shape[0] == len(order) and vectors.shape[1] != len(order):
-        vectors = vectors[order]  # [k, D]
-    else:
-        vectors = vectors[:, order].T  # [D, k] -> [k, D]
-    return values, vectors
+    vectors = vectors[:, order].T
+    # sign convention: the largest entry (in absolute value) of each vector is positive
+    signs = torch.sign(vectors.gather(1, vectors.abs().argmax(dim=1, keepdim=True)))
+    return values[order], vectors * torch.where(signs == 0, 1.0, signs)
 
 
 def _vector_to_dict(vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -458,6 +439,7 @@ def inconsistency_directions(
     params: ParamSpec = None,
     seed: int = 0,
     normalization: str | Normalization = "none",
+    index: int = 0,
 ) -> Directions:
     """The maximiser of :math:`I^\\varepsilon` and a seeded random direction orthogonal to it.
 
@@ -477,6 +459,14 @@ def inconsistency_directions(
             when it has them, else all).
         seed: seed of the second direction, recorded.
         normalization: how the raw second direction is normalised before Gram-Schmidt.
+        index: which value of :math:`\\varepsilon` when the result holds several.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> res = SimpleNamespace(direction={"w": torch.tensor([3.0, 4.0])}, pair=("A", "B"))
+        >>> dirs = inconsistency_directions(res, seed=0)
+        >>> float(torch.dot(dirs.d1["w"], dirs.d2["w"])), float(dirs.d2["w"].norm())
+        (0.0, 5.0)
     """
     norm = _normalization(normalization)
     direction = getattr(result, "direction", None)
@@ -485,6 +475,20 @@ def inconsistency_directions(
             "the inconsistency result has no maximising direction; compute it with a method "
             "that returns one"
         )
+    pair = getattr(result, "pair", None)
+    epsilon = getattr(result, "epsilon", None)
+    score = getattr(result, "score", None)
+    several = np.ndim(np.asarray(direction)) == 2 if not isinstance(direction, Mapping) else False
+    if several or (np.ndim(epsilon) == 1 and epsilon is not None):
+        count = len(np.atleast_1d(epsilon)) if epsilon is not None else len(direction)
+        if not (isinstance(index, int) and -count <= index < count):
+            raise ValueError(f"index must pick one of the {count} values of epsilon, got {index!r}")
+        epsilon = np.atleast_1d(epsilon)[index] if epsilon is not None else None
+        score = np.atleast_1d(score)[index] if score is not None else None
+        if pair is not None and len(pair) and isinstance(pair[0], list | tuple):
+            pair = pair[index]
+    if hasattr(result, "direction_by_name") and getattr(result, "param_names", None):
+        direction = result.direction_by_name(index)
     if isinstance(direction, Mapping):
         like = {
             str(n): torch.as_tensor(np.asarray(v) if not isinstance(v, Tensor) else v)
@@ -520,7 +524,6 @@ def inconsistency_directions(
     d2 = {
         n: t.to(device=ref.device, dtype=like[n].dtype) for n, t in unflatten(second, like).items()
     }
-    pair = getattr(result, "pair", None)
     return Directions(
         d1={n: t.clone() for n, t in like.items()},
         d2=d2,
@@ -530,8 +533,8 @@ def inconsistency_directions(
         normalization=norm.value,
         info={
             "pair": None if pair is None else [str(p) for p in pair],
-            "epsilon": _maybe_float(getattr(result, "epsilon", None)),
-            "score": _maybe_float(getattr(result, "score", None)),
+            "epsilon": _maybe_float(epsilon),
+            "score": _maybe_float(score),
         },
     )
 

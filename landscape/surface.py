@@ -65,7 +65,6 @@ from tqdm.auto import tqdm
 from landscape.directions import Directions
 from landscape.domains import check_domains, concat
 from landscape.io import SavedResult, load_arrays, read_json, save_arrays, write_json
-from landscape.losses import accuracy as _accuracy
 
 __all__ = ["SurfaceResult", "loss_surface", "make_grid", "first_linear_layer"]
 
@@ -269,6 +268,15 @@ def _hash_tensors(tensors) -> str:
         h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
         h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _num_correct(logits: Tensor, y: Tensor) -> Tensor:
+    """Number of correct predictions (sign of a single logit, argmax otherwise), float64."""
+    if logits.shape[-1] == 1:
+        hits = (logits > 0).to(y.dtype) == y
+    else:
+        hits = logits.argmax(dim=-1) == y
+    return hits.sum(dtype=torch.float64)
 
 
 class _Stop(Exception):
@@ -601,8 +609,8 @@ def loss_surface(
             weight = X.shape[0] / total if reduction == "mean" else 1.0 / total
             loss = loss + loss_func(out, y) * weight
             if want_acc:
-                acc = acc + _accuracy(out, y) * (X.shape[0] / total)
-        return loss, acc
+                acc = acc + _num_correct(out, y)
+        return loss, (acc / total if want_acc else acc)
 
     def evaluate_recompute(name, params, a, b):
         buffers = _recompute_bn(model, bn_modules, params, data[name])
@@ -629,7 +637,7 @@ def loss_surface(
 
                     def f(p, aa, bb, name=name):
                         l_, c_ = run_one(name, p, aa, bb)
-                        return l_, torch.as_tensor(c_, dtype=dtype, device=device)
+                        return l_, torch.as_tensor(c_, device=device)
 
                     l, c = vmap(f, in_dims=(0, 0, 0))(stacked, a, b)
                 losses[start:stop] = l.double().cpu().numpy()
