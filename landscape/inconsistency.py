@@ -1376,6 +1376,13 @@ class InconsistencyResult(SavedResult):
                 "search: projected ascent on R_B within |R_A - R_A(theta*)| <= eps (lower "
                 "bound of Parascandolo's definition); empirical: the larger of the two and eps"
             )
+        counts = {p[9:]: s["products"] for p, s in self.solver.items() if p.startswith("operator ")}
+        if counts:
+            lines.append(
+                "curvature-vector products: "
+                + ", ".join(f"{d} {c}" for d, c in counts.items())
+                + f" (total {sum(counts.values())})"
+            )
         unconverged = [p for p, s in self.solver.items() if not s.get("converged", True)]
         if unconverged:
             lines.append(f"WARNING: the eigensolver did not converge for {', '.join(unconverged)}")
@@ -1514,9 +1521,10 @@ def inconsistency_score(
         epsilon: ``ε > 0``, or a list of them.
         params: the parameters ``θ`` moves (``None`` = all, a prefix such as
             ``"classifier"``, or names).
-        method: ``"dense"`` (``[D, D]`` curvature matrices and an eigendecomposition in
-            float64; ``D`` up to a few thousand), ``"matrix-free"`` (LOBPCG / ARPACK on
-            curvature-vector products; whole networks) or ``"diagonal"`` (ratios of diagonals:
+        method: ``"dense"`` (``[D, D]`` curvature matrices of a float64 copy of the model and
+            data, eigendecomposition in float64; ``D`` up to a few thousand),
+            ``"matrix-free"`` (LOBPCG / ARPACK on curvature-vector products; whole networks)
+            or ``"diagonal"`` (ratios of diagonals:
             :math:`\max_k h_{B,k}/h_{A,k}`, the approximation Fishr matches).
         curvature: ``"hessian"``, ``"ggn"`` (generalised Gauss-Newton) or ``"ef"`` (empirical
             Fisher).
@@ -1551,6 +1559,8 @@ def inconsistency_score(
         NotPositiveDefiniteError: some ``H_A`` is singular or indefinite and ``remedy`` is
             ``None`` (the message names the remedies; ``err.report`` has the details).
     """
+    import copy
+
     import torch
     from tqdm.auto import tqdm
 
@@ -1620,9 +1630,18 @@ def inconsistency_score(
         if method == "dense":
             from landscape.operators import curvature_operator
 
+            # float64 copies: eigenvalues near rtol·λ_max must not be float32 rounding noise
+            model64 = copy.deepcopy(model).to(torch.float64)
             mats = {}
             for d in names:
-                with curvature_operator(model, loss_func, domains[d], params, curvature) as op:
+                data64 = [
+                    (
+                        X.double() if X.is_floating_point() else X,
+                        y.double() if y.is_floating_point() else y,
+                    )
+                    for X, y in domains[d]
+                ]
+                with curvature_operator(model64, loss_func, data64, params, curvature) as op:
                     mats[d] = op.dense().detach().to("cpu", torch.float64).numpy()
             dense = {d: DenseCurvature(mats[d], domain=d, rtol=rtol) for d in names}
             for a in names:
@@ -1669,7 +1688,10 @@ def inconsistency_score(
                     )
                     record(p, a, b, eig)
                 for d in names:
-                    solver_info[f"setup {d}"] = {"products": free[d].setup_products}
+                    solver_info[f"operator {d}"] = {
+                        "setup_products": free[d].setup_products,
+                        "products": ops[d].num_products,
+                    }
             finally:
                 for op in ops.values():
                     op.release()
@@ -1703,6 +1725,14 @@ def inconsistency_score(
                     record(p, a, b, eig)
                 reports[a] = _report_from_spectrum(a, diag[a], None, rtol, "diagonal")
         bar.close()
+        unconverged = [p for p, info in solver_info.items() if not info.get("converged", True)]
+        if unconverged:
+            warnings.warn(
+                f"the eigensolver did not reach tol={tol:g} within maxiter={maxiter} for "
+                f"{', '.join(unconverged)}; the values are Rayleigh quotients (lower bounds), "
+                "see result.solver for the residuals, or raise maxiter",
+                stacklevel=2,
+            )
 
         # values
         R = np.array([risks[d] for d in names])

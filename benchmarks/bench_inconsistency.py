@@ -1,0 +1,194 @@
+"""Time the inconsistency score I^eps on the Colored MNIST MLP: head dense, whole network
+matrix-free, and the two matrix-free eigensolvers side by side.
+
+Setup: ``landscape.models.colored_mnist_mlp()`` (306,151 parameters; head 391) at its seeded
+initialisation or loaded from ``--checkpoint``, two domains of ``--n`` samples each (real
+Colored MNIST ``+80%`` / ``+90%`` when the offline MNIST cache is there, else random inputs
+``[N, 2, 14, 14]`` with random labels), BCE with logits, Hessian curvature. Printed:
+
+* ``head, dense``: ``inconsistency_score(params="classifier", method="dense")``, whole call
+  (two 391 x 391 matrices from 391 products each, eigendecompositions, all pairs); goal < 1 s
+  at full size;
+* ``head, matrix-free``: LOBPCG and ARPACK-with-CG on the same pairs: time, products and
+  the eigenvalue, to choose the solver with evidence;
+* ``whole network, matrix-free``: ``remedy="top-k"`` (a trained or random network's
+  Hessian is indefinite: the score is reported, not computed, without a remedy), Lanczos
+  products per domain plus ``k`` products per pair; goal < 5 min at full size. With
+  ``--whole-damping`` also LOBPCG on the damped GGN pair (often slower: many iterations).
+
+Usage::
+
+    python benchmarks/bench_inconsistency.py             # full size: 2 x 25,000 samples
+    python benchmarks/bench_inconsistency.py --quick     # 2 x 500 samples
+    python benchmarks/bench_inconsistency.py --checkpoint runs/erm/final.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from landscape.device import resolve_device  # noqa: E402
+from landscape.inconsistency import NotPositiveDefiniteError, inconsistency_score  # noqa: E402
+from landscape.models import colored_mnist_mlp  # noqa: E402
+
+
+def load_domains(n: int, device, seed: int = 0):
+    try:
+        from landscape.data import colored_mnist
+
+        domains = colored_mnist(subsample=n, device=device)
+        return {k: domains[k] for k in ("+80%", "+90%")}, "Colored MNIST"
+    except Exception as err:  # noqa: BLE001 - no MNIST cache: random inputs of the same shape
+        reason = str(err).splitlines()[0][:80]
+        g = torch.Generator().manual_seed(seed)
+        domains = {}
+        for name in ("+80%", "+90%"):
+            X = torch.rand(n, 2, 14, 14, generator=g)
+            y = (torch.rand(n, 1, generator=g) < 0.5).float()
+            domains[name] = [(X.to(device), y.to(device))]
+        return domains, f"random inputs ({reason})"
+
+
+def products(result) -> str:
+    ops = {k[9:]: v["products"] for k, v in result.solver.items() if k.startswith("operator ")}
+    total = sum(ops.values())
+    return f"{total} products ({', '.join(f'{d}: {c}' for d, c in ops.items())})"
+
+
+def pair_line(result) -> str:
+    i, j = (result.domains.index(d) for d in result.pair)
+    return (
+        f"score {result.score:.6g}  pair {result.pair[0]} -> {result.pair[1]}  "
+        f"risk gap {result.risk_gap[i, j]:.4g}  curvature {result.curvature_term[0, i, j]:.4g}"
+        f"  lambda {result.eigenvalues[i, j]:.4g}"
+    )
+
+
+def timed(label: str, **kwargs):
+    start = time.perf_counter()
+    try:
+        result = inconsistency_score(**kwargs)
+    except (NotPositiveDefiniteError, ValueError) as err:
+        print(f"{label}: reported, not computed: {err}")
+        return None
+    seconds = time.perf_counter() - start
+    print(f"{label}: {seconds:.2f} s  {pair_line(result)}")
+    return result, seconds
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 x 500 samples")
+    parser.add_argument("--n", type=int, default=None, help="samples per domain (25,000)")
+    parser.add_argument("--k", type=int, default=20, help="top-k subspace, whole network")
+    parser.add_argument("--epsilon", type=float, default=1e-3)
+    parser.add_argument("--checkpoint", default=None, help="a trained checkpoint")
+    parser.add_argument("--whole-damping", action="store_true", help="also damped LOBPCG")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    n = args.n or (500 if args.quick else 25_000)
+    if args.checkpoint:
+        from landscape.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(args.checkpoint, device=device)
+        what = args.checkpoint
+    else:
+        torch.manual_seed(0)
+        model = colored_mnist_mlp().to(device).eval()
+        what = "colored_mnist_mlp() at its seeded initialisation"
+    domains, source = load_domains(n, device)
+    loss = nn.BCEWithLogitsLoss()
+    D = sum(p.numel() for p in model.parameters())
+    print(
+        f"model: {what}, D={D} (head 391); data: {source}, 2 x {n} samples; device {device}; "
+        f"torch threads {torch.get_num_threads()}; eps={args.epsilon:g}"
+    )
+    common = dict(
+        model=model,
+        loss_func=loss,
+        domains=domains,
+        epsilon=args.epsilon,
+        check=False,
+        progress=False,
+        seed=0,
+    )
+
+    timed("head, dense", params="classifier", method="dense", **common)
+    for solver in ("lobpcg", "eigsh"):
+        out = timed(
+            f"head, matrix-free {solver}",
+            params="classifier",
+            method="matrix-free",
+            solver=solver,
+            maxiter=300,
+            **common,
+        )
+        if out is None:
+            out = timed(
+                f"head, matrix-free {solver}, damping 1e-3",
+                params="classifier",
+                method="matrix-free",
+                solver=solver,
+                maxiter=300,
+                remedy="damping",
+                damping=1e-3,
+                **common,
+            )
+        if out is not None:
+            res = out[0]
+            iters = {p: s["iterations"] for p, s in res.solver.items() if "iterations" in s}
+            print(f"    {products(res)}; iterations {iters}")
+
+    out = timed(
+        f"whole network, matrix-free, top-{args.k}",
+        method="matrix-free",
+        remedy="top-k",
+        k=args.k,
+        **common,
+    )
+    if out is not None:
+        res, seconds = out
+        print(
+            f"    {products(res)}; H_A: "
+            + "; ".join(
+                f"{d}: {v['status']} (min Ritz {v['min_eigenvalue']:.3g}, "
+                f"max {v['max_eigenvalue']:.3g})"
+                for d, v in res.definiteness.items()
+            )
+        )
+        print(f"    goal < 300 s: {'met' if seconds < 300 else 'NOT met'} ({seconds:.1f} s)")
+    if args.whole_damping:
+        out = timed(
+            "whole network, matrix-free LOBPCG, GGN, damping 1e-3",
+            method="matrix-free",
+            curvature="ggn",
+            remedy="damping",
+            damping=1e-3,
+            maxiter=50,
+            **common,
+        )
+        if out is not None:
+            res = out[0]
+            conv = {
+                p: (s["iterations"], s["converged"], f"{s['residual']:.1e}")
+                for p, s in res.solver.items()
+                if "iterations" in s
+            }
+            print(f"    {products(res)}; (iterations, converged, residual) {conv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
