@@ -62,11 +62,29 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from tqdm.auto import tqdm
 
-from landscape.directions import Directions
+from landscape.directions import (  # re-exported: landscape.random_directions lives here too
+    Directions,
+    eigen_directions,
+    inconsistency_directions,
+    plane_directions,
+    random_directions,
+    trajectory_directions,
+)
 from landscape.domains import check_domains, concat
 from landscape.io import SavedResult, load_arrays, read_json, save_arrays, write_json
 
-__all__ = ["SurfaceResult", "loss_surface", "make_grid", "first_linear_layer"]
+__all__ = [
+    "SurfaceResult",
+    "loss_surface",
+    "make_grid",
+    "first_linear_layer",
+    "Directions",
+    "random_directions",
+    "eigen_directions",
+    "inconsistency_directions",
+    "plane_directions",
+    "trajectory_directions",
+]
 
 DEFAULT_GRID = (-1.0, 1.0, 21)
 

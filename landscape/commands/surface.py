@@ -95,6 +95,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epsilon", type=float, default=1e-3, help="inconsistency: eps of I^eps; default 1e-3"
     )
     parser.add_argument(
+        "--remedy",
+        choices=["damping", "top-k"],
+        default=None,
+        help="inconsistency: when H_A is not positive definite (see landscape score --help)",
+    )
+    parser.add_argument(
+        "--damping", type=float, default=1e-3, help="inconsistency: relative damping"
+    )
+    parser.add_argument("--k", type=int, default=20, help="inconsistency: top-k subspace size")
+    parser.add_argument(
         "--subsample",
         type=int,
         default=None,
@@ -168,6 +178,9 @@ def build_directions(args, model, loss_func, domains, params):
             args.epsilon,
             params=params,
             check=False,
+            remedy=args.remedy,
+            damping=args.damping,
+            k=args.k,
             seed=args.seed,
             progress=not args.quiet,
         )
