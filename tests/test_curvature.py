@@ -382,3 +382,50 @@ def test_float32_model():
         1e-4,
         1e-7,
     )
+
+
+def test_curvature_command(tmp_path, capsys):
+    from landscape.checkpoint import save_checkpoint
+    from landscape.cli import main
+    from landscape.data import build_domains
+    from landscape.models import MLP
+
+    spec = {"name": "gaussian_classification", "n": 40, "dim": 4, "seed": 1}
+    torch.manual_seed(0)
+    model = MLP(5, [6], 1).double().eval()
+    ckpt = save_checkpoint(
+        tmp_path / "model", model, {"data": spec, "loss": "bce", "train_domains": ["d0", "d1"]}
+    )
+    out = tmp_path / "out"
+    argv = [
+        "curvature", str(ckpt), "--params", "classifier", "--methods", "variance", "diagonal",
+        "eigen", "trace", "compare", "--k", "2", "--smallest", "--probes", "8", "--quiet",
+        "--out", str(out), "--subsample", "30",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "lambda_max" in printed and "cos(Var, diag H)" in printed
+    domains = build_domains(spec, dtype=torch.float64)
+    sub = {n: [(b[0][0][:30], b[0][1][:30])] for n, b in domains.items()}
+    expected = C.hessian_diagonal(model, nn.BCEWithLogitsLoss(), sub, "classifier")
+    got = C.HessianDiagonalResult.load(out / "diagonal")
+    _close(got.diagonal["d1"], expected.diagonal["d1"], 1e-12, 1e-14)
+    eig = C.EigenpairsResult.load(out / "eigen")
+    H = ref.dense_hessian(model, nn.BCEWithLogitsLoss(), sub["d0"], "classifier")
+    _close(eig.largest_eigenvalues["d0"], ref.eigenpairs(H, 2)[0].numpy(), 1e-6)
+    assert C.TraceResult.load(out / "trace_exact").trace["d0"] == pytest.approx(ref.trace(H))
+    assert C.ComparisonResult.load(out / "compare").principal_angles.shape == (2, 2, 2)
+    assert (out / "curvature_summary.json").is_file() and (out / "variance.npz").is_file()
+    for bad, message in [
+        (["--k", "0"], "--k must be a positive integer, got 0"),
+        (["--domains", "d7"], "unknown domain 'd7'; available: d0, d1"),
+        (["--domains", "d0", "--methods", "compare"], "compare needs at least 2 domains"),
+        (["--params", "head"], "no parameter named or prefixed 'head'"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(["curvature", str(ckpt), "--quiet", "--out", str(out), *bad])
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["curvature", str(tmp_path / "missing.safetensors"), "--quiet"])
+    assert "does not exist" in capsys.readouterr().err
