@@ -1730,7 +1730,8 @@ def inconsistency_score(
             warnings.warn(
                 f"the eigensolver did not reach tol={tol:g} within maxiter={maxiter} for "
                 f"{', '.join(unconverged)}; the values are Rayleigh quotients (lower bounds), "
-                "see result.solver for the residuals, or raise maxiter",
+                "see result.solver for the residuals; an ill-conditioned H_A (near-zero "
+                "eigenvalues) stalls LOBPCG: pass remedy='damping' or 'top-k', or raise maxiter",
                 stacklevel=2,
             )
 

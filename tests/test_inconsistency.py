@@ -621,3 +621,31 @@ def test_diagonal_sources_match_the_reference(curvature, source):
     assert res.eigenvalues[0, 1] == pytest.approx(np.max(h["d1"] / h["d0"]), rel=1e-6)
     assert res.eigenvalues[1, 0] == pytest.approx(np.max(h["d0"] / h["d1"]), rel=1e-6)
     assert res.diagonal_source == source
+
+
+def test_unconverged_matrix_free_solve_is_flagged():
+    """An ill-conditioned H_A stalls LOBPCG: the result says so (flag, residual, warning)."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((60, 60)))
+    H_A = Q @ np.diag(np.geomspace(1e-9, 1.0, 60)) @ Q.T
+    H_B = random_spd(rng, 60, 10.0)
+    eig = MatrixFreeCurvature(H_A, "A").solve(H_B, maxiter=3)
+    assert not eig.converged and eig.residual > 1e-6
+    ref = scipy.linalg.eigh(H_B, H_A, eigvals_only=True)[-1]
+    assert eig.value <= ref * (1 + 1e-9)  # a Rayleigh quotient: a lower bound
+    domains, w = linear_domains(dims=14, n=40, shifts=(0.0, 0.5))
+    X = domains["e0"][0][0]
+    noise = torch.randn(40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    X[:, 3] = X[:, 2] + 1e-3 * noise  # nearly collinear features: cond(H_A) ~ 1e6
+    with pytest.warns(UserWarning, match="did not reach tol.*remedy='damping'"):
+        res = inconsistency_score(
+            linear_model(w),
+            nn.MSELoss(),
+            domains,
+            0.1,
+            method="matrix-free",
+            maxiter=2,
+            progress=False,
+            check=False,
+        )
+    assert "WARNING: the eigensolver did not converge" in res.table()
