@@ -37,11 +37,13 @@ final weights ``θ_steps`` without updating them. Checkpoint ``step_t`` holds ``
 accuracies. The results table uses the final row (the Colored MNIST script reports the
 forward pass of its last update instead, one Adam step earlier).
 
-Data are built once (the same for every algorithm and restart); restart ``k`` initialises
-its model with seed ``seed + k`` (recorded in every file). The Colored MNIST script instead
-draws the shuffle and the label / colour noise again at every restart from one running RNG,
-so its spread over restarts also holds data variance; here it is the initialisation's only
-(vary ``data_seed`` across runs for the other part).
+Restart ``k`` initialises its model with seed ``seed + k`` and, by default
+(``resample_data=True``), builds its data with seed ``data_seed + k``: the Colored MNIST
+script draws the shuffle and the label / colour noise anew at every restart, so the spread
+over restarts holds data variance as well as initialisation variance, and so does ours.
+Every algorithm sees the same data at the same restart index (paired comparisons). With
+``resample_data=False`` all restarts share the data of ``data_seed``. Both seeds are
+recorded in every checkpoint.
 
 Nothing random happens during a step (full batch, no dropout), so the resumable state holds
 no RNG state: the weights, Adam's state, the Penalties state (Fishr's moving averages), the
@@ -135,6 +137,8 @@ class TrainConfig:
         ema: ``β`` of the bias-corrected moving average of Fishr's variances, in (0, 1)
             (``None``: none; DomainBed uses 0.95, see :class:`landscape.penalties.Penalties`
             for how its scale differs from DomainBed's).
+        resample_data: build restart ``k``'s data with seed ``data_seed + k`` (as the script
+            does) instead of sharing one data draw across restarts.
         label_noise, color_flip, subsample, data_seed: the Colored MNIST data spec (see
             :func:`landscape.data.colored_mnist`; ``color_flip`` is ``{domain: probability}``
             and is stored resolved); ignored when ``data`` is given.
@@ -169,6 +173,7 @@ class TrainConfig:
     color_flip: dict[str, float] | None = None
     subsample: int | None = None
     data_seed: int = 0
+    resample_data: bool = True
     data: dict | None = None
     train_domains: list[str] | None = None
     test_domains: list[str] | None = None
@@ -297,17 +302,24 @@ class TrainConfig:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    def data_spec(self) -> dict[str, Any]:
-        """The data spec of the run (``data``, or Colored MNIST from the data fields)."""
+    def data_spec(self, restart: int = 0) -> dict[str, Any]:
+        """The data spec of ``restart`` (``data``, or Colored MNIST from the data fields).
+
+        With ``resample_data``, the spec's seed is shifted by ``restart``.
+        """
+        shift = restart if self.resample_data else 0
         if self.data is not None:
-            return dict(self.data)
+            spec = dict(self.data)
+            if shift and "seed" in spec:
+                spec["seed"] = int(spec["seed"]) + shift
+            return spec
         from landscape.data import colored_mnist_spec
 
         return colored_mnist_spec(
             label_noise=self.label_noise,
             color_flip=self.color_flip,
             subsample=self.subsample,
-            seed=self.data_seed,
+            seed=self.data_seed + shift,
         )
 
     def penalty_weight_at(self, algorithm: str, step: int) -> float:
@@ -821,10 +833,17 @@ def train(
         _check_same_config(out_dir, config)
     device = resolve_device(config.device)
     dtype = config.torch_dtype
-    spec = config.data_spec()
-    domains = build_domains(spec, data_dir=data_dir, device=device, dtype=dtype)
-    train_domains, test_domains = _resolve_domains(config, list(domains))
-    batches = _full_batches({d: domains[d] for d in train_domains + test_domains}, device, dtype)
+
+    def restart_data(k: int):
+        spec = config.data_spec(k)
+        domains = build_domains(spec, data_dir=data_dir, device=device, dtype=dtype)
+        train_domains, test_domains = _resolve_domains(config, list(domains))
+        names = train_domains + test_domains
+        batches = _full_batches({d: domains[d] for d in names}, device, dtype)
+        return spec, batches, train_domains, test_domains
+
+    spec, batches, train_domains, test_domains = restart_data(0)
+    loaded = 0  # the restart whose data `batches` holds
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "config.json", config.to_dict())
 
@@ -836,6 +855,9 @@ def train(
             final_rows[algo], seeds[algo] = [], []
             for k in range(config.restarts):
                 bar.set_description(f"{algo} restart {k + 1}/{config.restarts}")
+                if config.resample_data and k != loaded:
+                    spec, batches, _, _ = restart_data(k)
+                    loaded = k
                 row = _train_one(
                     config,
                     algo,

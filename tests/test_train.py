@@ -339,7 +339,8 @@ def test_checkpoints_rebuild_model_and_domains(finished_run):
                 algo, 1, 1, step
             )  # fmt: skip
             assert meta["loss"] == "bce" and meta["train_domains"] == TRAIN
-            assert meta["test_domains"] == TEST and meta["data"] == SPEC
+            assert meta["test_domains"] == TEST and meta["data"] == config.data_spec(1)
+            assert meta["data"]["seed"] == SPEC["seed"] + 1  # restart 1 draws its own data
             assert TrainConfig.from_dict(meta["hyperparameters"]) == config
             assert next(model.parameters()).dtype == torch.float64
             domains = build_domains(meta["data"], dtype=DTYPES[meta["dtype"]])
@@ -358,6 +359,15 @@ def test_checkpoints_rebuild_model_and_domains(finished_run):
     fresh = build_model(model.spec)
     for p, q in zip(fresh.parameters(), model.parameters(), strict=True):
         assert torch.equal(p.double(), q)
+
+
+@pytest.mark.parametrize("resample", [True, False])
+def test_restarts_draw_new_data_unless_asked_not_to(resample):
+    config = tiny_config(resample_data=resample, restarts=2)
+    seeds = [config.data_spec(k)["seed"] for k in range(3)]
+    assert seeds == ([SPEC["seed"] + k for k in range(3)] if resample else [SPEC["seed"]] * 3)
+    first, second = (build_domains(config.data_spec(k)) for k in (0, 1))
+    assert torch.equal(concat(first["d0"])[0], concat(second["d0"])[0]) is not resample
 
 
 def test_results_table_mean_std(finished_run):

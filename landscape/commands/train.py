@@ -36,6 +36,7 @@ _FIELDS = {
     "subsample": "subsample",
     "label_noise": "label_noise",
     "data_seed": "data_seed",
+    "resample_data": "resample_data",
     "seed": "seed",
     "hidden_dims": "hidden_dims",
     "checkpoint_steps": "checkpoint_steps",
@@ -111,7 +112,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="label flip probability (default 0.25)",
     )
     parser.add_argument(
-        "--data-seed", type=int, help="seed of the data shuffle and noise draws (default 0)"
+        "--data-seed",
+        type=int,
+        help="seed of the data shuffle and noise draws; restart k uses data-seed+k (default 0)",
+    )
+    parser.add_argument(
+        "--same-data",
+        dest="resample_data",
+        action="store_const",
+        const=False,
+        help="share one data draw across restarts (default: new data per restart, as the "
+        "Colored MNIST script)",
     )
     parser.add_argument(
         "--seed", type=int, help="base seed of the model initialisations (default 0)"
