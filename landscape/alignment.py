@@ -1,0 +1,169 @@
+"""Hessian alignment over training: the Fishr paper's analysis of Colored MNIST runs.
+
+For every saved checkpoint of a run folder (see :mod:`landscape.train`), for two domains A
+and B (by default the training domains ``"+80%"`` and ``"+90%"``) and a parameter subset
+(by default Fishr's head, ``"classifier"``), :func:`alignment_trajectory` measures
+
+* :math:`\\|v_B - v_A\\|^2`, the distance between the domains' gradient variances (the
+  quantity Fishr matches), and :math:`\\cos(v_A, v_B)`;
+* :math:`\\|\\operatorname{diag} H_B - \\operatorname{diag} H_A\\|^2` between exact Hessian
+  diagonals, and their cosine;
+* per domain, :math:`\\cos(v_e, \\operatorname{diag} H_e)` (the premise Var ≈ Hessian).
+
+The paper plots the two distances (the Hessian one ×100) against the step, mean over
+restarts, with a dotted line at the anneal step. Everything is computed by
+:func:`landscape.curvature.compare_domains` on checkpoints rebuilt by
+:func:`landscape.load_checkpoint` and domains rebuilt from their own metadata.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from landscape.io import SavedResult
+
+_STEP = re.compile(r"step_(\d+)\.safetensors$")
+
+
+@dataclass
+class AlignmentTrajectory(SavedResult):
+    """Cross-domain alignment of a run's checkpoints, per algorithm, restart and step.
+
+    Arrays are ``[R, S]`` per algorithm (restarts × steps), ``NaN`` where a checkpoint is
+    missing.
+
+    Attributes:
+        steps: ``[S]`` checkpoint steps.
+        pair: the two domains ``(A, B)``.
+        params: the parameter selection (a prefix, a list, or ``None`` for all).
+        variance_distance, diagonal_distance, variance_cosine, diagonal_cosine:
+            ``{algorithm: [R, S]}``.
+        within_cosine: ``{algorithm: [R, S, 2]}``, for A then B.
+        anneal_step: the step where the penalty weight switched (for the dotted line).
+        settings: how the diagonals were computed.
+    """
+
+    steps: np.ndarray
+    pair: list
+    params: object
+    variance_distance: dict = field(default_factory=dict)
+    diagonal_distance: dict = field(default_factory=dict)
+    variance_cosine: dict = field(default_factory=dict)
+    diagonal_cosine: dict = field(default_factory=dict)
+    within_cosine: dict = field(default_factory=dict)
+    anneal_step: int | None = None
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def algorithms(self) -> list[str]:
+        return list(self.variance_distance)
+
+
+def checkpoint_steps(run_dir: str | os.PathLike, algorithm: str, restart: int) -> list[int]:
+    """The steps saved for ``(algorithm, restart)`` in a run folder, ascending."""
+    folder = Path(run_dir) / algorithm / f"restart_{restart}" / "checkpoints"
+    found = (_STEP.search(p.name) for p in folder.glob("step_*.safetensors"))
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def run_layout(run_dir: str | os.PathLike) -> dict[str, list[int]]:
+    """``{algorithm: [restart, ...]}`` of the runs that have checkpoints in ``run_dir``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
+    layout: dict[str, list[int]] = {}
+    for algo_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        restarts = sorted(
+            int(p.name.split("_")[1])
+            for p in algo_dir.glob("restart_*")
+            if (p / "checkpoints").is_dir()
+        )
+        if restarts:
+            layout[algo_dir.name] = restarts
+    if not layout:
+        raise FileNotFoundError(f"{run_dir} holds no checkpoints; train with `landscape train`")
+    return layout
+
+
+def alignment_trajectory(
+    run_dir: str | os.PathLike,
+    algorithms: Sequence[str] | None = None,
+    pair: Sequence[str] = ("+80%", "+90%"),
+    params: str | Sequence[str] | None = "classifier",
+    subsample: int | None = None,
+    device: str = "cpu",
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> AlignmentTrajectory:
+    """Measure the alignment of two domains at every checkpoint of a run folder.
+
+    Args:
+        run_dir: a folder written by :func:`landscape.train.train`.
+        algorithms: which algorithms (default: all in the folder).
+        pair: the two domains compared.
+        params: parameter selection (default Fishr's head).
+        subsample: use the first ``n`` samples of each domain (``None``: all).
+        device: where to compute.
+        data_dir: MNIST cache folder.
+        progress: tqdm bar over checkpoints.
+    """
+    from landscape.checkpoint import load_checkpoint
+    from landscape.curvature import compare_domains
+    from landscape.data import build_domains
+    from landscape.domains import pick_domains
+    from landscape.losses import build_loss
+
+    layout = run_layout(run_dir)
+    algorithms = list(layout) if algorithms is None else list(algorithms)
+    for algo in algorithms:
+        if algo not in layout:
+            raise ValueError(f"no checkpoints of {algo!r} in {run_dir}; found {', '.join(layout)}")
+    jobs = [
+        (a, r, s) for a in algorithms for r in layout[a] for s in checkpoint_steps(run_dir, a, r)
+    ]
+    steps = np.array(sorted({s for _, _, s in jobs}), dtype=np.int64)
+    restarts = max(max(layout[a]) for a in algorithms) + 1
+    shape = (restarts, len(steps))
+    out = {
+        key: {a: np.full(shape, np.nan) for a in algorithms}
+        for key in ("variance_distance", "diagonal_distance", "variance_cosine", "diagonal_cosine")
+    }
+    within = {a: np.full((*shape, 2), np.nan) for a in algorithms}
+    anneal = None
+    data_cache: dict[str, dict] = {}
+    for algo, restart, step in tqdm(jobs, disable=not progress, desc="alignment", unit="ckpt"):
+        path = Path(run_dir) / algo / f"restart_{restart}" / "checkpoints" / f"step_{step:05d}"
+        model, meta = load_checkpoint(path.with_suffix(".safetensors"), device=device)
+        anneal = meta.get("hyperparameters", {}).get("anneal_step", anneal)
+        key = repr(meta["data"])
+        if key not in data_cache:
+            spec = dict(meta["data"])
+            if subsample is not None:
+                spec["subsample"] = subsample
+            domains = build_domains(spec, data_dir=data_dir, device=device)
+            data_cache = {key: pick_domains(domains, list(pair))}  # keep one restart's data
+        cmp = compare_domains(
+            model, build_loss(meta.get("loss", "bce")), data_cache[key], params, k=0
+        )
+        j = int(np.searchsorted(steps, step))
+        out["variance_distance"][algo][restart, j] = cmp.variance_distance[0, 1]
+        out["diagonal_distance"][algo][restart, j] = cmp.diagonal_distance[0, 1]
+        out["variance_cosine"][algo][restart, j] = cmp.variance_cosine[0, 1]
+        out["diagonal_cosine"][algo][restart, j] = cmp.diagonal_cosine[0, 1]
+        within[algo][restart, j] = cmp.within_cosine
+    return AlignmentTrajectory(
+        steps=steps,
+        pair=list(pair),
+        params=params if isinstance(params, str | None) else list(params),
+        within_cosine=within,
+        anneal_step=anneal,
+        settings={"diagonal_method": "exact", "subsample": subsample, "run_dir": str(run_dir)},
+        **out,
+    )

@@ -1,0 +1,49 @@
+"""The Fishr paper's published numbers, and our results set beside them.
+
+Table 2 of Rame, Dancette & Cord (ICML 2022): Colored MNIST, IRM protocol, accuracies (%)
+at the last step, mean ± std over 10 restarts (PAPER.md section 4).
+"""
+
+from __future__ import annotations
+
+# algorithm -> column -> (mean, std)
+PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
+    "erm": {"Train acc.": (86.4, 0.2), "Test acc.": (14.0, 0.7), "Grey test acc.": (71.0, 0.7)},
+    "irm": {"Train acc.": (71.0, 0.5), "Test acc.": (65.6, 1.8), "Grey test acc.": (66.1, 0.2)},
+    "vrex": {"Train acc.": (71.7, 1.5), "Test acc.": (67.2, 1.5), "Grey test acc.": (68.6, 2.2)},
+    "fishr": {"Train acc.": (71.0, 0.9), "Test acc.": (69.5, 1.0), "Grey test acc.": (70.2, 1.1)},
+}
+NAMES = {"erm": "ERM", "irm": "IRM", "vrex": "V-REx", "fishr": "Fishr"}
+
+
+def tolerance(paper_std: float) -> float:
+    """Allowed gap to the paper's mean: 2 paper standard deviations or 1.5 points."""
+    return max(2.0 * paper_std, 1.5)
+
+
+def compare_table2(table: dict[str, dict[str, list[float]]], restarts: dict[str, int]) -> str:
+    """Markdown table: ours (mean ± std) beside the paper's, with a mark when outside tolerance.
+
+    Args:
+        table: ``RunResults.table`` (``{algorithm: {column: [mean, std]}}`` in percent).
+        restarts: ``{algorithm: number of restarts}``.
+
+    Each of our cells reads ``ours (paper)``; ``✓`` when ``|ours − paper| <=
+    max(2·paper std, 1.5)``, ``✗`` otherwise.
+    """
+    columns = ["Train acc.", "Test acc.", "Grey test acc."]
+    lines = [
+        "| Method | " + " | ".join(f"{c} ours (paper)" for c in columns) + " | Restarts |",
+        "|---|" + "---|" * len(columns) + "---|",
+    ]
+    for algo, paper in PAPER_TABLE2.items():
+        if algo not in table:
+            continue
+        cells = []
+        for col in columns:
+            mean, std = table[algo][col]
+            p_mean, p_std = paper[col]
+            ok = "✓" if abs(mean - p_mean) <= tolerance(p_std) else "✗"
+            cells.append(f"{mean:.1f} ± {std:.1f} ({p_mean:.1f} ± {p_std:.1f}) {ok}")
+        lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + f" | {restarts.get(algo, 0)} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,70 @@
+"""Training curves of a run folder: per-domain accuracy or loss against the step."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from landscape.io import read_json
+from landscape.plot.style import algorithm_color, algorithm_name, style
+
+
+def load_histories(run_dir: str | os.PathLike, algorithm: str) -> list[dict[str, np.ndarray]]:
+    """Every restart's ``history.csv`` of ``algorithm`` as ``{column: [T]}`` arrays."""
+    from landscape.train import read_history
+
+    folders = sorted((Path(run_dir) / algorithm).glob("restart_*/history.csv"))
+    if not folders:
+        raise FileNotFoundError(f"no history of {algorithm!r} in {run_dir}")
+    out = []
+    for path in folders:
+        rows = read_history(path)
+        out.append({k: np.array([r[k] for r in rows]) for k in rows[0]})
+    return out
+
+
+def plot_training_curves(
+    run_dir: str | os.PathLike,
+    algorithms: Sequence[str] | None = None,
+    domains: Sequence[str] | None = None,
+    metric: str = "acc",
+):
+    """One panel per domain: ``metric`` (``"acc"`` or ``"loss"``) against the step.
+
+    Lines are the mean over restarts, bands ± one standard deviation; the dotted vertical
+    line marks the anneal step of the penalty weight.
+
+    Returns:
+        ``(fig, axes)``.
+    """
+    config = read_json(Path(run_dir) / "config.json")
+    algorithms = list(algorithms or config["algorithms"])
+    histories = {a: load_histories(run_dir, a) for a in algorithms}
+    first = histories[algorithms[0]][0]
+    if domains is None:
+        domains = [c.split("/", 1)[1] for c in first if c.startswith(f"{metric}/")]
+    with style():
+        fig, axes = plt.subplots(
+            1, len(domains), figsize=(3.4 * len(domains), 3.0), sharey=True, squeeze=False
+        )
+        for ax, domain in zip(axes[0], domains, strict=True):
+            for algo, runs in histories.items():
+                column = f"{metric}/{domain}"
+                values = np.stack([h[column] for h in runs])
+                steps = runs[0]["step"]
+                scale = 100.0 if metric == "acc" else 1.0
+                mean, std = scale * values.mean(0), scale * values.std(0)
+                color = algorithm_color(algo)
+                ax.plot(steps, mean, color=color, label=algorithm_name(algo), lw=1.5)
+                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+            ax.axvline(config["anneal_step"], color="k", ls=":", lw=1)
+            ax.set_title(f"domain {domain}")
+            ax.set_xlabel("step")
+        axes[0, 0].set_ylabel("accuracy (%)" if metric == "acc" else "loss")
+        axes[0, -1].legend(loc="best")
+        fig.tight_layout()
+    return fig, axes
