@@ -106,7 +106,7 @@ def test_eigenpairs_and_traces_match_reference(case, params, curvature, tmp_path
     snap = _snapshot(model)
     k = 3
     eig = C.top_eigenpairs(
-        model, loss_func, domains, params, k=k, which="both", curvature=curvature, tol=1e-10
+        model, loss_func, domains, params, k=k, which="both", curvature=curvature, tol=1e-15
     )
     exact = C.hessian_trace(model, loss_func, domains, params, method="exact", curvature=curvature)
     for name, data in domains.items():
