@@ -242,7 +242,8 @@ class GeneralizedEig:
 
     def curvature_term(self, epsilon: float | np.ndarray) -> float | np.ndarray:
         r""":math:`\varepsilon \max(\lambda_{\max}, 0)`, the inner quadratic maximum."""
-        return np.asarray(epsilon, dtype=np.float64) * max(self.value, 0.0)
+        term = np.asarray(epsilon, dtype=np.float64) * max(self.value, 0.0)
+        return float(term) if term.ndim == 0 else term
 
     def maximiser(self, epsilon: float) -> np.ndarray:
         r"""The displacement :math:`\sqrt{2\varepsilon}\,v` on the ellipsoid (0 if
