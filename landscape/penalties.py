@@ -154,7 +154,7 @@ def irm_penalty(logits: Tensor, y: Tensor, loss_func: nn.Module) -> Tensor:
     return grad.square()
 
 
-def _stack_scalars(values: Sequence[Tensor], what: str) -> Tensor:
+def _check_per_domain(values: Sequence[Tensor], what: str) -> Tensor:
     if isinstance(values, Tensor) or not isinstance(values, Sequence):
         raise TypeError(f"{what} must be a sequence of tensors, one per domain")
     if len(values) < 2:
@@ -184,7 +184,7 @@ def vrex_penalty(risks: Sequence[Tensor], distance: str = "sum") -> Tensor:
         distance: ``"sum"`` or ``"mean"``.
     """
     check_distance(distance)
-    r = torch.stack([v.reshape(()) for v in _stack_scalars(risks, "risks")])
+    r = torch.stack([v.reshape(()) for v in _check_per_domain(risks, "risks")])
     if distance == "sum":
         diff = r[:, None] - r[None, :]
         return diff.square().sum() / 2
@@ -215,7 +215,7 @@ def fishr_penalty(variances: Sequence[Tensor], distance: str = "sum") -> Tensor:
         ValueError: fewer than two domains, shapes differ, or unknown distance.
     """
     check_distance(distance)
-    variances = _stack_scalars(variances, "variances")
+    variances = _check_per_domain(variances, "variances")
     shapes = {tuple(v.shape) for v in variances}
     if len(shapes) != 1:
         raise ValueError(
