@@ -108,3 +108,14 @@ def concat(data: Iterable[Batch]) -> Batch:
     if len(batches) == 1:
         return batches[0][0], batches[0][1]
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+
+def truncate(domains: Domains, n: int) -> dict[str, list[Batch]]:
+    """The first ``n`` samples of every domain, each as one full batch."""
+    if n < 1:
+        raise ValueError(f"subsample must be a positive number of samples, got {n}")
+    out = {}
+    for name, data in domains.items():
+        X, y = concat(data)
+        out[name] = [(X[:n], y[:n])]
+    return out

@@ -83,56 +83,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_argument(parser, "curvature")
 
 
-def _subsample(domains: dict, n: int) -> dict:
-    from landscape.domains import concat
-
-    out = {}
-    for name, data in domains.items():
-        X, y = concat(data)
-        out[name] = [(X[:n], y[:n])]
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
 
     from landscape import curvature as C
-    from landscape.checkpoint import load_checkpoint
-    from landscape.data import build_domains
-    from landscape.device import resolve_device
-    from landscape.domains import pick_domains
+    from landscape.commands._common import load_for_analysis, params_from_args
     from landscape.io import write_json
-    from landscape.losses import build_loss
 
-    if args.subsample is not None and args.subsample < 1:
-        raise ValueError(f"--subsample must be a positive number of samples, got {args.subsample}")
     if args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
     if args.probes < 2:
         raise ValueError(f"--probes must be at least 2, got {args.probes}")
-    device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device=device)
-    if "data" not in meta:
-        raise ValueError(
-            f"{args.checkpoint} has no data spec in its metadata; it was not saved by "
-            "landscape train, so its domains cannot be rebuilt"
-        )
-    dtype = next(model.parameters()).dtype
-    all_domains = build_domains(meta["data"], data_dir=args.data_dir, device=device, dtype=dtype)
-    names = args.domains if args.domains is not None else meta.get("train_domains")
-    domains = pick_domains(all_domains, names)
+    model, meta, domains, loss_func = load_for_analysis(
+        args.checkpoint,
+        device=args.device,
+        data_dir=args.data_dir,
+        domains=args.domains,
+        subsample=args.subsample,
+    )
     if "compare" in args.methods and len(domains) < 2:
         raise ValueError(
             f"--methods compare needs at least 2 domains, got {len(domains)}; pass --domains"
         )
-    if args.subsample is not None:
-        domains = _subsample(domains, args.subsample)
-    loss_func = build_loss(meta.get("loss", "bce"))
-    params = None
-    if args.params is not None:
-        params = args.params[0] if len(args.params) == 1 else list(args.params)
+    params = params_from_args(args.params)
     progress = not args.quiet
     out = Path(args.out)
     common = {"params": params, "progress": progress}

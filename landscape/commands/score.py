@@ -108,47 +108,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_out_argument(parser, "score")
 
 
-def _subsample(domains: dict, n: int) -> dict:
-    from landscape.domains import concat
-
-    if n < 1:
-        raise ValueError(f"--subsample must be a positive number of samples, got {n}")
-    out = {}
-    for name, data in domains.items():
-        X, y = concat(data)
-        out[name] = [(X[:n], y[:n])]
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from landscape.checkpoint import load_checkpoint
-    from landscape.data import build_domains
-    from landscape.device import resolve_device
-    from landscape.domains import pick_domains
+    from landscape.commands._common import load_for_analysis, params_from_args
     from landscape.inconsistency import _check_epsilon, inconsistency_score
     from landscape.io import write_json
-    from landscape.losses import build_loss
 
     _check_epsilon(args.epsilon)  # fail before loading anything
-    device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device=device)
-    if "data" not in meta:
-        raise ValueError(
-            f"{args.checkpoint} has no data spec in its metadata; it was not saved by "
-            "landscape train, so its domains cannot be rebuilt"
-        )
-    dtype = next(model.parameters()).dtype
-    all_domains = build_domains(meta["data"], data_dir=args.data_dir, device=device, dtype=dtype)
-    names = args.domains if args.domains is not None else meta.get("train_domains")
-    domains = pick_domains(all_domains, names)
-    if args.subsample is not None:
-        domains = _subsample(domains, args.subsample)
-    loss_func = build_loss(meta.get("loss", "bce"))
-    params = None
-    if args.params is not None:
-        params = args.params[0] if len(args.params) == 1 else list(args.params)
+    model, meta, domains, loss_func = load_for_analysis(
+        args.checkpoint,
+        device=args.device,
+        data_dir=args.data_dir,
+        domains=args.domains,
+        subsample=args.subsample,
+    )
+    params = params_from_args(args.params)
     result = inconsistency_score(
         model,
         loss_func,

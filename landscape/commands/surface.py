@@ -208,11 +208,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from landscape.checkpoint import load_checkpoint
-    from landscape.data import build_domains
-    from landscape.device import resolve_device
-    from landscape.domains import pick_domains
-    from landscape.losses import build_loss
+    from landscape.commands._common import load_for_analysis, params_from_args
     from landscape.surface import loss_surface, make_grid
 
     grid = _grid(args)
@@ -224,25 +220,14 @@ def run(args: argparse.Namespace) -> int:
             ppc = int(ppc)
         except ValueError:
             raise ValueError(f"--points-per-call must be auto or an integer, got {ppc!r}") from None
-    device = resolve_device(args.device)
-    model, meta = load_checkpoint(args.checkpoint, device=device)
-    if "data" not in meta:
-        raise ValueError(
-            f"{args.checkpoint} has no data spec in its metadata; it was not saved by "
-            "landscape train, so its domains cannot be rebuilt"
-        )
-    dtype = next(model.parameters()).dtype
-    all_domains = build_domains(meta["data"], data_dir=args.data_dir, device=device, dtype=dtype)
-    names = args.domains
-    if names is None:
-        names = list(meta.get("train_domains") or all_domains) + [
-            n for n in meta.get("test_domains", []) if n not in (meta.get("train_domains") or [])
-        ]
-    domains = pick_domains(all_domains, names)
-    loss_func = build_loss(meta.get("loss", "bce"))
-    params = None
-    if args.params is not None:
-        params = args.params[0] if len(args.params) == 1 else list(args.params)
+    model, meta, domains, loss_func = load_for_analysis(
+        args.checkpoint,
+        device=args.device,
+        data_dir=args.data_dir,
+        domains=args.domains,
+        default="all",
+    )
+    params = params_from_args(args.params)
 
     dirs = build_directions(args, model, loss_func, domains, params)
     out = Path(args.out)
@@ -272,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     dirs.save(out / "directions")
     path = result.save(out / "surface")
     center = [
-        f"{n}: loss {result.losses[n].min():.4g}..{result.losses[n].max():.4g}" for n in names
+        f"{n}: loss {result.losses[n].min():.4g}..{result.losses[n].max():.4g}" for n in domains
     ]
     print(
         f"surface {len(result.alphas)} x {len(result.betas)} on {dirs.kind} directions "
