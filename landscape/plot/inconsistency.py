@@ -53,6 +53,8 @@ def plot_score_parts(results: Mapping[str, object], epsilon_index: int = 0):
         ``(fig, ax)``.
     """
     labels = list(results)
+    if not labels:
+        raise ValueError("no result to draw; pass {label: InconsistencyResult}")
     risk, curv, empirical = [], [], []
     for res in results.values():
         pair = res.pair[epsilon_index] if np.ndim(res.score) else res.pair

@@ -45,6 +45,8 @@ def plot_surface(
     Returns:
         ``(fig, axes)``.
     """
+    if value not in ("loss", "accuracy"):
+        raise ValueError(f"unknown value {value!r}; use 'loss' or 'accuracy'")
     domains = list(domains or result.domains)
     source = result.losses if value == "loss" else result.accuracies
     if not source:
@@ -65,7 +67,9 @@ def plot_surface(
     bounds = np.linspace(stack.min(), stack.max(), levels + 1)
     panels = len(domains) + (difference is not None)
     with style():
-        fig, axes = plt.subplots(1, panels, figsize=(3.3 * panels, 3.1), squeeze=False)
+        fig, axes = plt.subplots(
+            1, panels, figsize=(3.3 * panels, 3.1), squeeze=False, sharex=True, sharey=True
+        )
         axes = axes[0]
         for ax, (domain, grid) in zip(axes, grids.items(), strict=False):
             shown = np.log10(grid) if use_log else grid

@@ -41,12 +41,21 @@ def plot_training_curves(
     Returns:
         ``(fig, axes)``.
     """
-    config = read_json(Path(run_dir) / "config.json")
+    if metric not in ("acc", "loss"):
+        raise ValueError(f"unknown metric {metric!r}; use 'acc' or 'loss'")
+    config_path = Path(run_dir) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    config = read_json(config_path)
     algorithms = list(algorithms or config["algorithms"])
     histories = {a: load_histories(run_dir, a) for a in algorithms}
     first = histories[algorithms[0]][0]
+    available = [c.split("/", 1)[1] for c in first if c.startswith(f"{metric}/")]
     if domains is None:
-        domains = [c.split("/", 1)[1] for c in first if c.startswith(f"{metric}/")]
+        domains = available
+    unknown = [d for d in domains if d not in available]
+    if unknown:
+        raise ValueError(f"unknown domain {unknown[0]!r}; available: {', '.join(available)}")
     with style():
         fig, axes = plt.subplots(
             1, len(domains), figsize=(3.4 * len(domains), 3.0), sharey=True, squeeze=False
