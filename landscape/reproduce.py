@@ -79,14 +79,14 @@ def analyse_run(
         progress: progress bars.
         log: where one-line progress messages go.
     """
-    from landscape.alignment import alignment_trajectory, run_layout
+    from landscape.alignment import alignment_trajectory, first_samples, run_layout
     from landscape.checkpoint import load_checkpoint
     from landscape.data import build_domains
     from landscape.directions import inconsistency_directions, plane_directions
     from landscape.domains import pick_domains
     from landscape.inconsistency import inconsistency_score
     from landscape.losses import build_loss
-    from landscape.surface import loss_surface
+    from landscape.surface import loss_surface, make_grid
     from landscape.train import checkpoint_path
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -101,8 +101,7 @@ def analyse_run(
     full = build_domains(meta0["data"], data_dir=data_dir, device=device)
     train_domains = list(meta0["train_domains"])
     shown_domains = train_domains + list(meta0.get("test_domains", []))
-    small_spec = dict(meta0["data"], subsample=subsample) if subsample else meta0["data"]
-    small = build_domains(small_spec, data_dir=data_dir, device=device)
+    small = first_samples(full, subsample)  # any data set, not only Colored MNIST
 
     for algo, (model, _) in finals.items():
         stem = out_dir / SCORE_HEAD.format(algo=algo)
@@ -145,7 +144,10 @@ def analyse_run(
                     [load_checkpoint(init)[0], finals[a][0], finals[b][0]],
                     labels=["init", a, b],
                 )
-                res = loss_surface(model, loss, surface_domains, dirs, grid=None,
+                # the default range (covering the three points), with `grid` points per axis
+                alphas, betas = make_grid(None, dirs)
+                plane = ((alphas[0], alphas[-1], grid), (betas[0], betas[-1], grid))
+                res = loss_surface(model, loss, surface_domains, dirs, grid=plane,
                                    progress=progress)  # fmt: skip
                 res.save(stem)
     for algo, (model, _) in finals.items():
@@ -203,12 +205,14 @@ def draw_figures(
     if (run_dir / "results.json").is_file():
         results = RunResults.load(run_dir / "results")
         restarts = {a: len(s) for a, s in results.seeds.items()}
-        text = "# Colored MNIST (Table 2): ours (paper)\n\n" + compare_table2(
-            results.table, restarts
-        )
-        path = out_dir / "table2.md"
-        path.write_text(text)
-        written.append(path)
+        try:
+            table = compare_table2(results.table, restarts)
+        except ValueError:  # not a Colored MNIST run: no paper numbers to compare with
+            table = None
+        if table is not None:
+            path = out_dir / "table2.md"
+            path.write_text("# Colored MNIST (Table 2): ours (paper)\n\n" + table)
+            written.append(path)
     if _done(analysis_dir / ALIGNMENT):
         save(plot_alignment(AlignmentTrajectory.load(analysis_dir / ALIGNMENT))[0],
              "hessian_alignment.png")  # fmt: skip
