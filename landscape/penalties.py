@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -487,7 +487,8 @@ class Penalties(nn.Module):
             _check_xy(*data[0], name=f"domain {name!r}")
         return [n for n in self.domain_names if n in batches]
 
-    def _averaged(self, name: str, v: Tensor) -> Tensor:
+    def _averaged(self, name: str, v: Tensor) -> tuple[Tensor, Callable[[], None]]:
+        """Bias-corrected average for this step and a function that commits the new state."""
         i = self.domain_names.index(name)
         buf = getattr(self, f"ema_variance_{i}")
         if buf.shape != v.shape:
@@ -495,15 +496,17 @@ class Penalties(nn.Module):
                 f"the moving average of domain {name!r} has shape {tuple(buf.shape)} but the "
                 f"variance has {tuple(v.shape)}; was the state loaded from another model?"
             )
-        if buf.device != v.device or buf.dtype != v.dtype:
-            buf = buf.to(device=v.device, dtype=v.dtype)
-            setattr(self, f"ema_variance_{i}", buf)
+        buf = buf.to(device=v.device, dtype=v.dtype)
         m = self.ema * buf + (1.0 - self.ema) * v
-        self.ema_steps[i] += 1
+        steps = self.ema_steps[i].to(v.device) + 1
         beta = torch.full((), self.ema, dtype=v.dtype, device=v.device)
-        correction = 1.0 - beta.pow(self.ema_steps[i].to(v.device))
-        buf.copy_(m.detach())
-        return m / correction
+        v_hat = m / (1.0 - beta.pow(steps))
+
+        def commit() -> None:
+            setattr(self, f"ema_variance_{i}", m.detach().clone())
+            self.ema_steps[i] += 1
+
+        return v_hat, commit
 
     def forward(
         self,
@@ -607,7 +610,11 @@ class Penalties(nn.Module):
                         )
 
         if self.ema is not None and variant is not None:
-            variances = {name: self._averaged(name, v) for name, v in variances.items()}
+            averaged = {name: self._averaged(name, v) for name, v in variances.items()}
+            variances = {name: v_hat for name, (v_hat, _) in averaged.items()}
+            commits = [commit for _, commit in averaged.values()]
+        else:
+            commits = []
 
         ordered_risks = [risks[n] for n in names]
         if algorithm == "erm":
@@ -620,6 +627,8 @@ class Penalties(nn.Module):
             penalty = fishr_penalty([variances[n] for n in names], self.distance)
 
         self._check_finite(names, ordered_risks, penalty, algorithm, step)
+        for commit in commits:  # the moving averages only take finite steps
+            commit()
 
         logged: dict[str, float] = {}
         value = float(penalty.detach())

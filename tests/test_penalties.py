@@ -455,6 +455,14 @@ def test_penalties_non_finite_loss():
             pen(bad, algorithm, step=17)
     with pytest.raises(ValueError, match=r"non-finite loss in domain 'd1' \(risk = nan\)"):
         pen(bad, "vrex")
+    # a failed step leaves the moving averages untouched
+    ema = Penalties(model, loss_func, list(batches), ema=0.5)
+    ema(batches, "fishr")
+    state = {k: v.clone() for k, v in ema.state_dict().items()}
+    with pytest.raises(NonFiniteLossError, match="domain 'd1'"):
+        ema(bad, "fishr")
+    for k, v in ema.state_dict().items():
+        torch.testing.assert_close(v, state[k], rtol=0, atol=0)
 
 
 def test_penalties_fishr_all_needs_linear_layers():
