@@ -1,0 +1,426 @@
+"""Write the notebooks of this folder (outputs cleared): ``python notebooks/_make.py``.
+
+The notebooks are generated so that their shared cells (the SMOKE switch, finding or
+training the run folder) stay identical; edit this file, re-run it, and commit both.
+
+Every notebook starts with ``SMOKE = os.environ.get("LANDSCAPE_SMOKE", "0") == "1"``: in
+smoke mode it trains a tiny Colored MNIST run (300 images per domain, 12 steps) in a
+temporary folder and uses grids of 5 points, so that ``LANDSCAPE_SMOKE=1 pytest --nbmake
+notebooks/`` runs them all in a few minutes (tests/test_notebooks.py does this). Otherwise
+they read the run folder named by ``LANDSCAPE_RUN`` (default ``runs/reproduce/run``, the run
+of ``landscape reproduce``), and train it with the same settings when it is absent.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+SETUP = """\
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+from IPython.display import Markdown, display
+
+# harmless: BackPACK's hooks on torch >= 2.8, and tqdm without ipywidgets
+warnings.filterwarnings("ignore", message="Full backward hook is firing")
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+# LANDSCAPE_SMOKE=1: tiny sizes, so that CI can run every notebook in a few minutes
+SMOKE = os.environ.get("LANDSCAPE_SMOKE", "0") == "1"
+ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
+print(f"SMOKE = {SMOKE}, repository root: {ROOT}")"""
+
+RUN = """\
+from landscape.commands.reproduce import CHECKPOINT_STEPS
+from landscape.train import TrainConfig, train
+
+if SMOKE:
+    RUN = Path(tempfile.mkdtemp(prefix="landscape-smoke-")) / "run"
+    config = TrainConfig(
+        algorithms=["erm", "fishr"], restarts=1, steps=12, anneal_step=6, subsample=300,
+        checkpoint_steps=[0, 4, 8], device="cpu",
+    )
+    train(config, RUN, progress=False)
+else:
+    RUN = Path(os.environ.get("LANDSCAPE_RUN", "runs/reproduce/run"))
+    RUN = RUN if RUN.is_absolute() else ROOT / RUN
+    if not (RUN / "results.json").is_file():
+        # the run of `landscape reproduce`: ERM and Fishr, 5,000 images per domain, 501 steps
+        config = TrainConfig(
+            algorithms=["erm", "fishr"], restarts=1, subsample=5000,
+            checkpoint_steps=CHECKPOINT_STEPS,
+        )
+        train(config, RUN)
+print("run folder:", RUN)"""
+
+RUN_MD = """\
+## The run folder
+
+A run folder is what `landscape train` (or step 1 of `landscape reproduce`) writes
+(`landscape/train.py`): `config.json`, `results.json`, and per algorithm and restart a
+`history.csv` (one row per step) and checkpoints `checkpoints/step_XXXXX.safetensors`
+whose metadata carries the data spec they were trained on. Set `LANDSCAPE_RUN` to analyse
+another run (for instance a 4-algorithm, several-restart Table 2 run)."""
+
+
+def notebook(cells, stem: str) -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [
+        new_markdown_cell(c[3:]) if c.startswith("md:") else new_code_cell(c) for c in cells
+    ]
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same files
+        cell["id"] = f"{stem}-{i:02d}"
+    return nb
+
+
+TOUR = [
+    """md:# A tour of `landscape` on Colored MNIST
+
+Fishr (Rame, Dancette & Cord, ICML 2022) matches the **variances of per-sample gradients**
+across training domains. This notebook walks through the toolkit's API in the order of the
+argument: build the domains, train ERM and Fishr, measure how inconsistent the domains' loss
+landscapes are around the trained weights (the score $I^\\varepsilon$), compare their
+curvature, and look at a 2D slice of the loss surfaces.
+
+Every step is a few lines; the maths is in the docstrings of the module named in each
+section. Set `LANDSCAPE_SMOKE=1` for a tiny run (CI).""",
+    SETUP,
+    """\
+import numpy as np
+import torch
+
+N = 300 if SMOKE else 5000  # images per domain
+STEPS = 12 if SMOKE else 501
+ANNEAL = 6 if SMOKE else 190
+GRID = 5 if SMOKE else 21
+OUT = Path(tempfile.mkdtemp(prefix="landscape-tour-")) if SMOKE else ROOT / "runs" / "tour"
+torch.manual_seed(0);""",
+    """md:## 1. Domains (`landscape/data/colored_mnist.py`)
+
+The IRM protocol: binary label $y = \\mathbb 1[\\text{digit} < 5]$ flipped with probability
+0.25, colour $c = y \\oplus \\text{Bernoulli}(e)$, one channel zeroed. The colour agrees with
+the label with probability $1 - e$: 80% and 90% in the training domains, 10% in the test
+domain `-90%`; `gray` has no colour. Every analysis takes the domains as a mapping
+`{name: [(X, y), ...]}`.""",
+    """\
+from landscape import colored_mnist
+
+domains = colored_mnist(subsample=N, seed=0)
+for name, [(X, y)] in domains.items():
+    green = X[:, 1].sum((1, 2)) > X[:, 0].sum((1, 2))  # channel 1 = colour 1
+    agree = (green.float() == y[:, 0]).float().mean()
+    print(f"{name:>5}: X {tuple(X.shape)}, y {tuple(y.shape)}, colour = label for {agree:.0%}")
+train_domains = {k: domains[k] for k in ("+80%", "+90%")}""",
+    """md:## 2. Train ERM and Fishr (`landscape/train.py`, `landscape/penalties.py`)
+
+Full batch Adam on
+$\\mathcal L_t(\\theta) = \\frac1{|\\mathcal E|}\\sum_e R_e(\\theta) + \\ell_2\\|\\theta\\|^2
++ \\lambda_t \\, \\frac1{|\\mathcal E|}\\sum_e \\|v_e - \\bar v\\|^2$,
+where $v_e$ is the variance over domain $e$'s samples of the per-sample gradients of the
+classifier head, and $\\lambda_t$ jumps at the anneal step (Fishr only; ERM has
+$\\lambda = 0$). `train` writes a resumable run folder; calling it again on a finished
+folder only reloads.""",
+    """\
+from landscape.train import TrainConfig, checkpoint_path, train
+
+config = TrainConfig(
+    algorithms=["erm", "fishr"], restarts=1, steps=STEPS, anneal_step=ANNEAL, subsample=N,
+    checkpoint_steps=[0], device="cpu",
+)
+results = train(config, OUT / "run", progress=not SMOKE)
+display(Markdown(results.markdown()))""",
+    """\
+from landscape import build_loss, load_checkpoint
+
+models = {}
+for algo in config.algorithms:
+    model, meta = load_checkpoint(checkpoint_path(OUT / "run", algo, 0, STEPS))
+    models[algo] = model
+loss = build_loss(meta["loss"])  # BCEWithLogitsLoss
+print(models["fishr"])""",
+    """md:## 3. The inconsistency score of the head (`landscape/inconsistency.py`)
+
+For weights $\\theta^*$ and $\\varepsilon > 0$ (Parascandolo et al. 2021), to second order:
+
+$$I^\\varepsilon(\\theta^*) \\approx \\max_{(A,B)} \\Big[ R_B(\\theta^*) - R_A(\\theta^*) +
+\\max_{\\frac12\\theta^\\top H_A\\theta\\le\\varepsilon} \\tfrac12 \\theta^\\top H_B\\theta\\Big]
+= \\max_{(A,B)} \\big[ R_B - R_A + \\varepsilon\\,\\lambda_{\\max}(H_B, H_A) \\big],$$
+
+with $\\lambda_{\\max}(H_B, H_A)$ the largest generalized eigenvalue of $H_B v = \\lambda
+H_A v$. On the head (391 parameters) the Hessians are exact and dense. A trained ReLU
+network's $H_A$ is singular (dead units), so the ellipsoid is restricted to the top-$k$
+eigenspace of $H_A$ (`remedy="top-k"`, recorded in the result); the result also carries an
+empirical check along the true losses.""",
+    """\
+from landscape import inconsistency_score
+
+scores = {
+    algo: inconsistency_score(
+        model, loss, train_domains, 0.01, params="classifier", method="dense",
+        remedy="top-k", k=20, progress=False,
+    )
+    for algo, model in models.items()
+}
+for algo, res in scores.items():
+    a, b = res.pair
+    i, j = res.domains.index(a), res.domains.index(b)
+    print(f"{algo:>5}: I^eps = {res.score:.4g} on {a} -> {b}: risk gap {res.risk_gap[i, j]:.3g}"
+          f" + curvature term {res.curvature_term[0, i, j]:.3g}"
+          f" (empirical check {np.ravel(res.check['empirical_score'])[0]:.3g})")""",
+    """md:## 4. Domain curvature side by side (`landscape/curvature.py`)
+
+`compare_domains` puts the quantities of the paper's Hessian-alignment analysis side by
+side: $\\|v_A - v_B\\|^2$ and $\\cos(v_A, v_B)$ between gradient variances, the same between
+exact Hessian diagonals, $\\cos(v_e, \\operatorname{diag} H_e)$ within each domain (the
+premise Var $\\approx$ Fisher $\\approx$ Hessian), and the principal angles between the
+domains' top-$k$ eigenspaces.""",
+    """\
+from landscape import compare_domains
+
+for algo, model in models.items():
+    cmp = compare_domains(model, loss, train_domains, params="classifier", k=3)
+    print(f"{algo:>5}: |v_B - v_A|^2 = {cmp.variance_distance[0, 1]:.3g}, "
+          f"|diag H_B - diag H_A|^2 = {cmp.diagonal_distance[0, 1]:.3g}, "
+          f"cos(v_e, diag H_e) = {np.round(cmp.within_cosine, 3)}, "
+          f"principal angles (deg) = {np.round(np.degrees(cmp.principal_angles[0, 1]), 1)}")""",
+    """md:## 5. Loss surfaces on one plane (`landscape/surface.py`, `landscape/plot/`)
+
+$f_e(\\alpha, \\beta) = R_e(\\theta^* + \\alpha\\delta + \\beta\\eta)$ for every domain on the
+**same** seeded, filter-normalised directions $\\delta, \\eta$ (Li et al. 2018), and the
+difference between two domains: where it is not flat, the domains disagree.""",
+    """\
+from landscape import loss_surface, random_directions
+from landscape.plot import plot_surface
+
+dirs = random_directions(models["fishr"], seed=0)
+surface = loss_surface(models["fishr"], loss, domains, dirs, grid=(-1.0, 1.0, GRID),
+                       progress=not SMOKE)
+fig, axes = plot_surface(surface, domains=["+80%", "+90%", "gray"], difference="+90% - +80%")""",
+]
+
+TABLE2 = [
+    """md:# Table 2: Colored MNIST, ours beside the paper's
+
+The Fishr paper's Table 2 (IRM protocol, accuracies at the last step, mean ± std over 10
+restarts). `landscape.paper.compare_table2` sets our numbers beside the published ones and
+marks a cell ✓ when $|\\text{ours} - \\text{paper}| \\le \\max(2\\,\\sigma_\\text{paper}, 1.5)$
+points. Algorithms absent from the run are left out.""",
+    SETUP,
+    "md:" + RUN_MD,
+    RUN,
+    """\
+from landscape.paper import compare_table2
+from landscape.train import RunResults
+
+results = RunResults.load(RUN / "results")
+restarts = {algo: len(seeds) for algo, seeds in results.seeds.items()}
+display(Markdown("**Ours** (`results.md` of the run)\\n\\n" + results.markdown()))
+display(Markdown("**Ours (paper)**\\n\\n" + compare_table2(results.table, restarts)))""",
+    """md:## Training curves (`landscape.plot.plot_training_curves`)
+
+Per-domain accuracy over the steps (mean over restarts, band ± one std), the dotted line at
+the anneal step: ERM follows the colour (high on `+80%` / `+90%`, low on `-90%`); after
+the anneal step Fishr gives it up for the shape.""",
+    """\
+from landscape.plot import plot_training_curves
+
+fig, axes = plot_training_curves(RUN, metric="acc")""",
+    """\
+fig, axes = plot_training_curves(RUN, metric="loss")""",
+]
+
+ALIGNMENT = [
+    """md:# Hessian alignment over training
+
+The premise behind Fishr: near a minimum the variance of per-sample gradients approximates
+the Hessian (Var $\\approx$ empirical Fisher $\\approx$ Fisher $\\approx$ Hessian; for the
+final linear layer Hessian and Fisher coincide). Matching the variances $v_e$ should then
+match the domains' curvatures. `landscape.alignment.alignment_trajectory` measures, at every
+checkpoint of a run and for the head's parameters,
+
+* $\\|v_{+90\\%} - v_{+80\\%}\\|^2$ and $\\cos(v_{+80\\%}, v_{+90\\%})$,
+* $\\|\\operatorname{diag} H_{+90\\%} - \\operatorname{diag} H_{+80\\%}\\|^2$ (exact diagonals) and
+  their cosine,
+* per domain $\\cos(v_e, \\operatorname{diag} H_e)$,
+
+each through `landscape.curvature.compare_domains`, on the checkpoint's own data (every
+restart draws its own).""",
+    SETUP,
+    "md:" + RUN_MD,
+    RUN,
+    """\
+import numpy as np
+
+from landscape.alignment import AlignmentTrajectory, alignment_trajectory
+
+saved = RUN.parent / "analysis" / "alignment"  # written by `landscape reproduce`
+if not SMOKE and saved.with_suffix(".json").is_file():
+    traj = AlignmentTrajectory.load(saved)
+else:
+    traj = alignment_trajectory(RUN, pair=["+80%", "+90%"], params="classifier",
+                                subsample=200 if SMOKE else None, progress=not SMOKE)
+print("steps:", traj.steps.tolist(), "| algorithms:", traj.algorithms,
+      "| anneal step:", traj.anneal_step)""",
+    """md:## The figure (`landscape.plot.plot_alignment`)
+
+Left: the two distances (the Hessian one ×100 to share the axis, as in the paper), mean
+over restarts; right: the cosines. The dotted line marks the anneal step.""",
+    """\
+from landscape.plot import plot_alignment
+
+fig, axes = plot_alignment(traj)""",
+    """md:## The numbers
+
+Final-step values, mean over restarts, and the within-domain cosine between variance and
+Hessian diagonal (the premise).""",
+    """\
+rows = ["| algorithm | ‖Δv‖² | ‖Δ diag H‖² | cos(v) | cos(diag H) | cos(v_e, diag H_e) |",
+        "|---|---|---|---|---|---|"]
+for algo in traj.algorithms:
+    def last(values, algo=algo):
+        return np.nanmean(values[algo][:, -1])
+
+    within = np.nanmean(traj.within_cosine[algo][:, -1], axis=0)
+    rows.append(f"| {algo} | {last(traj.variance_distance):.3g} "
+                f"| {last(traj.diagonal_distance):.3g} | {last(traj.variance_cosine):.3f} "
+                f"| {last(traj.diagonal_cosine):.3f} | {np.round(within, 3).tolist()} |")
+display(Markdown("\\n".join(rows)))""",
+    """md:## One entry, recomputed by hand
+
+Every entry is `compare_domains` on one checkpoint with the domains rebuilt from that
+checkpoint's metadata: here the last checkpoint of Fishr's restart 0.""",
+    """\
+from landscape import build_domains, build_loss, compare_domains, load_checkpoint
+from landscape.train import checkpoint_path
+
+step = int(traj.steps[-1])
+model, meta = load_checkpoint(checkpoint_path(RUN, "fishr", 0, step))
+data = build_domains(meta["data"])
+n = traj.settings["subsample"]
+pair = {d: [(X[:n], y[:n]) for X, y in data[d]] for d in traj.pair}
+cmp = compare_domains(model, build_loss(meta["loss"]), pair, params="classifier", k=0)
+print(cmp.variance_distance[0, 1], traj.variance_distance["fishr"][0, -1])
+assert np.isclose(cmp.variance_distance[0, 1], traj.variance_distance["fishr"][0, -1])""",
+]
+
+INCONSISTENCY = [
+    """md:# The inconsistency score and per-domain loss surfaces
+
+$$I^\\varepsilon(\\theta^*) \\approx \\max_{(A,B)} \\big[ R_B(\\theta^*) - R_A(\\theta^*) +
+\\varepsilon\\,\\lambda_{\\max}(H_B, H_A) \\big]$$
+
+(`landscape/inconsistency.py`): the risk gap between two training domains plus how much
+more $B$'s loss curves than $A$'s inside the region where $A$'s loss moves by at most
+$\\varepsilon$. The paper argues that Fishr lowers both terms. `landscape.reproduce.analyse_run`
+computes, for the final checkpoint of every algorithm, the score of the head (dense,
+exact) and of the whole network (matrix-free), both on the top-$k$ eigenspace of $H_A$ (a
+trained ReLU network's $H_A$ is singular), each with an empirical check along the true
+losses; and per-domain loss surfaces on two kinds of planes. It resumes: results already
+in the analysis folder are read, not recomputed.""",
+    SETUP,
+    "md:" + RUN_MD,
+    RUN,
+    """\
+from landscape.reproduce import analyse_run, summary
+
+ANALYSIS = RUN.parent / "analysis"
+settings = (dict(subsample=100, head_k=5, network_k=3, grid=5) if SMOKE
+            else dict(subsample=2000, grid=21))  # the defaults of `landscape reproduce`
+analyse_run(RUN, ANALYSIS, epsilon=0.01, progress=not SMOKE, **settings)
+display(Markdown(summary(ANALYSIS)))""",
+    """md:## The pairwise values (`landscape.plot.plot_pairwise`)
+
+Rows $A$, columns $B$: $R_B - R_A + \\varepsilon\\,\\lambda_{\\max}(H_B, H_A)$; the diagonal
+is exactly $\\varepsilon$ and the winning pair is outlined.""",
+    """\
+import matplotlib.pyplot as plt
+
+from landscape.inconsistency import InconsistencyResult
+from landscape.plot import plot_pairwise, plot_score_parts
+
+scores = {kind: {p.stem.rsplit("_", 1)[1]: InconsistencyResult.load(p)
+                 for p in sorted(ANALYSIS.glob(f"score_{kind}_*.json"))}
+          for kind in ("head", "network")}
+fig, axes = plt.subplots(1, len(scores["head"]), figsize=(9, 3.6), squeeze=False)
+for ax, (algo, res) in zip(axes[0], scores["head"].items(), strict=True):
+    plot_pairwise(res, ax=ax)
+    ax.set_title(f"{algo}, head")
+fig.tight_layout()""",
+    """md:## The two parts of the score (`landscape.plot.plot_score_parts`)
+
+The winning pair's risk gap and curvature term, stacked, for the head and the whole
+network; the diamond is the empirical check on the true losses (the largest of $\\varepsilon$,
+the loss reached along each pair's maximiser, and a projected ascent).""",
+    """\
+fig, ax = plot_score_parts(scores["head"])
+ax.set_title("head");""",
+    """\
+fig, ax = plot_score_parts(scores["network"])
+ax.set_title("whole network");""",
+    """\
+for algo, res in scores["head"].items():
+    print(f"{algo}: ellipsoid restricted to the top-{res.k} eigenspace of H_A ({res.remedy})")
+    for domain, report in res.definiteness.items():
+        print(f"    H_{domain}: {report['status']}, eigenvalues in "
+              f"[{report['min_eigenvalue']:.3g}, {report['max_eigenvalue']:.3g}]")""",
+    """md:## Surfaces (`landscape.plot.plot_surface`)
+
+$f_e(\\alpha, \\beta) = R_e(\\theta_0 + \\alpha\\delta + \\beta\\eta)$ for every domain on one
+plane and one colour scale, and a difference between two domains:
+
+* `surface_plane`: the plane through the initial weights (origin) and the final weights
+  of ERM and Fishr (`landscape.directions.plane_directions`);
+* `surface_inconsistency_<algo>`: the plane of the head's maximising direction of
+  $I^\\varepsilon$ and a second direction (`landscape.directions.inconsistency_directions`).""",
+    """\
+from landscape.surface import SurfaceResult
+
+for path in sorted(ANALYSIS.glob("surface_*.json")):
+    surface = SurfaceResult.load(path)
+    fig, axes = plot_surface(surface, domains=["+80%", "+90%", "gray"],
+                             difference="+90% - +80%")
+    fig.suptitle(path.stem, y=1.05)""",
+]
+# plot_surface is imported where the surfaces are drawn
+INCONSISTENCY[-1] = INCONSISTENCY[-1].replace(
+    "from landscape.surface import SurfaceResult",
+    "from landscape.plot import plot_surface\nfrom landscape.surface import SurfaceResult",
+)
+
+NOTEBOOKS = {
+    "00_tour.ipynb": TOUR,
+    "01_table2.ipynb": TABLE2,
+    "02_hessian_alignment.ipynb": ALIGNMENT,
+    "03_inconsistency_and_surfaces.ipynb": INCONSISTENCY,
+}
+
+
+def main() -> None:
+    paths = []
+    for name, cells in NOTEBOOKS.items():
+        nb = notebook(cells, name.split("_")[0])
+        nbformat.validate(nb)
+        nbformat.write(nb, HERE / name)
+        paths.append(str(HERE / name))
+        print("wrote", HERE / name)
+    # the project's code style in the code cells too (ruff formats notebooks)
+    subprocess.run([sys.executable, "-m", "ruff", "format", "-q", *paths], check=True)
+
+
+if __name__ == "__main__":
+    main()
