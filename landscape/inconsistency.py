@@ -1599,9 +1599,9 @@ def inconsistency_score(
         # risks and gradients at θ* (the same evaluator as the empirical check)
         evaluators = {d: DisplacedRisk(model, loss_func, domains[d], params) for d in names}
         risks, grads = {}, {}
-        for d in names:
-            risks[d], grads[d] = evaluators[d].value_and_grad(None)
-        grad_norms = {d: float(np.linalg.norm(grads[d])) for d in names}
+        if method != "dense" or check:  # else from the float64 dense pass (no extra forward)
+            for d in names:
+                risks[d], grads[d] = evaluators[d].value_and_grad(None)
 
         # one eigenvector per ordered pair (A, B), A != B
         pairs = [(a, b) for a in names for b in names if a != b]
@@ -1644,6 +1644,9 @@ def inconsistency_score(
                 ]
                 with curvature_operator(model64, loss_func, data64, params, curvature) as op:
                     mats[d] = op.dense().detach().to("cpu", torch.float64).numpy()
+                    if d not in risks:  # free after a closed-form dense pass
+                        risks[d] = op.risk()
+                        grads[d] = op.gradient().detach().to("cpu", torch.float64).numpy()
             dense = {d: DenseCurvature(mats[d], domain=d, rtol=rtol) for d in names}
             for a in names:
                 reports[a] = dense[a].inspect({b: mats[b] for b in names if b != a})
@@ -1726,6 +1729,7 @@ def inconsistency_score(
                     record(p, a, b, eig)
                 reports[a] = _report_from_spectrum(a, diag[a], None, rtol, "diagonal")
         bar.close()
+        grad_norms = {d: float(np.linalg.norm(grads[d])) for d in names}
         unconverged = [p for p, info in solver_info.items() if not info.get("converged", True)]
         if unconverged:
             warnings.warn(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -62,8 +64,8 @@ def test_matches_reference(loss, params, curvature):
     snap = _snapshot(model)
     op = curvature_operator(model, loss_func, data, params, curvature)
     assert op.retain_graph
-    torch.testing.assert_close(op.dense(), expected)
-    assert op.num_products == expected.shape[0]
+    torch.testing.assert_close(op.dense(method="products"), expected)
+    assert op.num_products == expected.shape[0] and op.dense_method == "products"
     # several batches (uneven sizes): looping over batches, or one retained graph per batch
     batches = [(X[:7], y[:7]), (X[7:20], y[7:20]), (X[20:], y[20:])]
     V = torch.randn(expected.shape[0], 2, dtype=torch.float64)
@@ -200,3 +202,190 @@ def test_backpack_extended_model_is_analysed_through_a_plain_copy():
     op = curvature_operator(model, loss_func, data, "classifier")
     torch.testing.assert_close(op.dense(), expected)
     assert is_backpack_extended(model)  # the user's model keeps its hooks
+
+
+# --------------------------------------------------------------------------- dense paths
+
+HEAD_FORM = "closed-form (output layer: H = GGN)"
+EF_FORM = "closed-form (nn.Linear per-sample gradients)"
+SUBSETS = {
+    "head": "classifier",
+    "head-weight": "classifier.weight",
+    "head-bias": "classifier.bias",
+    "hidden": "featurizer.3",
+    "mixed": ["featurizer.1.bias", "classifier.weight"],
+}
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce"])
+@pytest.mark.parametrize("subset", list(SUBSETS))
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
+def test_dense_paths_match_reference(loss, subset, curvature):
+    """Every dense path (closed forms, batched products, the loop) against torch.func, over
+    three uneven batches; a closed-form pass also gives the exact risk and gradient."""
+    model, loss_func, data = _case(loss)
+    params = SUBSETS[subset]
+    X, y = data[0]
+    batches = [(X[:7], y[:7]), (X[7:20], y[7:20]), (X[20:], y[20:])]
+    expected = ref.dense_curvature(model, loss_func, batches, params, curvature)
+    grad = ref.gradient(model, loss_func, batches, params)
+    R = ref.risk(model, loss_func, batches)
+    head = subset.startswith("head")
+    closed = EF_FORM if curvature == "ef" else HEAD_FORM if head else None
+    snap = _snapshot(model)
+    for method in ("auto", "batched", "products"):
+        for retain in (True, False):
+            op = curvature_operator(
+                model, loss_func, batches, params, curvature, retain_graph=retain
+            )
+            got = op.dense(method=method, block_size=4)
+            torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+            want = closed or "products" if method == "auto" else method
+            assert op.dense_method == want
+            assert op.num_products == (0 if want.startswith("closed") else expected.shape[0])
+            torch.testing.assert_close(op.gradient(), grad)
+            assert op.risk() == pytest.approx(R, rel=1e-12)
+            if want.startswith("closed"):
+                assert op._graphs is None  # nothing retained: the graph is built lazily
+    if closed:
+        op = curvature_operator(model, loss_func, batches, params, curvature)
+        torch.testing.assert_close(op.dense(method="closed-form"), expected)
+        if curvature != "ef":  # on the output layer the Hessian equals the GGN exactly
+            other = "ggn" if curvature == "hessian" else "hessian"
+            torch.testing.assert_close(
+                ref.dense_curvature(model, loss_func, batches, params, other), expected
+            )
+    else:
+        op = curvature_operator(model, loss_func, batches, params, curvature)
+        with pytest.raises(ValueError, match=f"no closed form for the dense {curvature}: "):
+            op.dense(method="closed-form")
+    _assert_unchanged(model, snap)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+class _Squeezed(nn.Module):
+    """Output reshaped after the last layer: not the layer's output tensor."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 4)
+        self.classifier = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.classifier(torch.tanh(self.body(x))).reshape(-1, 1)
+
+
+class _UsedUpstream(nn.Module):
+    """The head's bias also shifts the hidden layer: the output is not affine in it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 4)
+        self.classifier = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.classifier(torch.tanh(self.body(x) + self.classifier.bias))
+
+
+class _Twice(nn.Module):
+    """The same layer runs twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = nn.Linear(6, 6)
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.classifier(torch.tanh(self.classifier(x)))))
+
+
+@pytest.mark.parametrize(
+    "make, params, curvature, why",
+    [
+        (_Squeezed, "classifier", "hessian", "the model's output is not the output of Linear"),
+        (_UsedUpstream, "classifier", "hessian", "depends on the selected parameters"),
+        (_UsedUpstream, "classifier", "ef", "do not add up to the gradient"),
+        (_Twice, "classifier", "ef", "was called 2 times"),
+        (_Twice, "classifier", "ggn", "Linear layer 'classifier' ran 2 times"),
+        (_Squeezed, ["body.bias", "classifier.bias"], "ggn", "spans 2 Linear layers"),
+    ],
+    ids=["reshaped", "upstream-h", "upstream-ef", "twice-ef", "twice-ggn", "two-layers"],
+)
+def test_closed_forms_refuse_where_they_would_be_wrong(make, params, curvature, why):
+    """Models that break a closed form's conditions: 'auto' falls back to the products (and
+    is exact), 'closed-form' says why it cannot apply."""
+    torch.manual_seed(1)
+    model = make().double().eval()
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.5)
+    loss_func, make_data, _ = CASES["bce"]
+    data = make_data(n_domains=1, n=20)["d0"]
+    expected = ref.dense_curvature(model, loss_func(), data, params, curvature)
+    op = curvature_operator(model, loss_func(), data, params, curvature)
+    torch.testing.assert_close(op.dense(), expected)
+    assert op.dense_method == "products"
+    with pytest.raises(ValueError, match=f"no closed form .*{why}.*; use method='products'"):
+        op.dense(method="closed-form")
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_closed_form_refuses_hooked_layers_and_non_linear_owners():
+    model, loss_func, data = _case("bce")
+    handle = model.classifier.register_forward_hook(lambda m, i, o: o * 2.0)
+    try:
+        expected = ref.dense_hessian(model, loss_func, data, "classifier")
+        op = curvature_operator(model, loss_func, data, "classifier")
+        torch.testing.assert_close(op.dense(), expected)  # products see the hook too
+        with pytest.raises(ValueError, match="'classifier' has forward hooks"):
+            op.dense(method="closed-form")
+    finally:
+        handle.remove()
+    conv = nn.Sequential(nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(8, 1))
+    conv = conv.double().eval()
+    op = curvature_operator(conv, loss_func, data, "1", "ef")
+    torch.testing.assert_close(op.dense(), ref.dense_empirical_fisher(conv, loss_func, data, "1"))
+    with pytest.raises(ValueError, match="belongs to a Conv1d"):
+        op.dense(method="closed-form")
+
+
+def test_dense_float32_and_mse_closed_form():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    Y = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    model = nn.Linear(4, 3).double().eval()  # the whole model is the output layer
+    op = curvature_operator(model, nn.MSELoss(), [(X, Y)], curvature="ggn")
+    Xt = torch.cat([X, torch.ones(40, 1, dtype=torch.float64)], dim=1)
+    # MSE over C=3 outputs: Lambda = 2/C I, so G = (2/3) I_3 (x) Xt^T Xt / N (weights, then bias)
+    K = torch.kron(torch.eye(3, dtype=torch.float64), 2 / 3 * Xt.T @ Xt / 40)
+    perm = [c * 5 + j for c in range(3) for j in range(4)] + [c * 5 + 4 for c in range(3)]
+    torch.testing.assert_close(op.dense(), K[perm][:, perm])
+    assert op.dense_method == HEAD_FORM
+    model64, loss_func, data64 = _case("ce")
+    model32 = copy.deepcopy(model64).float()
+    data = [(X.float(), y) for X, y in data64]
+    for curvature in ("hessian", "ef"):
+        op32 = curvature_operator(model32, loss_func, data, "classifier", curvature)
+        got = op32.dense()
+        assert got.dtype == torch.float32 and op32.dense_method.startswith("closed-form")
+        expected = ref.dense_curvature(model64, loss_func, data64, "classifier", curvature)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_dense_arguments_and_lazy_graph():
+    model, loss_func, data = _case("bce")
+    op = curvature_operator(model, loss_func, data, "classifier")
+    with pytest.raises(ValueError, match="unknown dense method 'fast'; use one of auto, closed-fo"):
+        op.dense(method="fast")
+    with pytest.raises(ValueError, match="block_size must be a positive integer, got 0"):
+        op.dense(method="batched", block_size=0)
+    assert op._graphs is None  # nothing built at construction
+    graphs = op.build()
+    assert len(graphs) == 1 and op.build() is graphs
+    op.release()
+    with pytest.raises(ValueError, match="released"):
+        op.dense()
+    op = curvature_operator(model, loss_func, data, "classifier")
+    with torch.no_grad():
+        model.classifier.weight.mul_(1.0)
+    with pytest.raises(ValueError, match="'classifier.weight' changed in place"):
+        op.dense()
