@@ -66,25 +66,6 @@ class AlignmentTrajectory(SavedResult):
         return list(self.variance_distance)
 
 
-def first_samples(domains: dict, n: int | None) -> dict:
-    """The first ``n`` samples of each domain, as one ``(X, y)`` batch (``None``: unchanged).
-
-    Works for any data set (a synthetic spec has no ``subsample`` key); for Colored MNIST it
-    equals the spec's ``subsample`` (which also keeps the first ``n`` after construction).
-    """
-    if n is None:
-        return dict(domains)
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"subsample must be None or a positive number of samples, got {n!r}")
-    from landscape.domains import concat
-
-    out = {}
-    for name, data in domains.items():
-        X, y = concat(data)
-        out[name] = [(X[:n], y[:n])]
-    return out
-
-
 def checkpoint_steps(run_dir: str | os.PathLike, algorithm: str, restart: int) -> list[int]:
     """The steps saved for ``(algorithm, restart)`` in a run folder, ascending."""
     folder = Path(run_dir) / algorithm / f"restart_{restart}" / "checkpoints"
@@ -136,7 +117,7 @@ def alignment_trajectory(
     from landscape.checkpoint import load_checkpoint
     from landscape.curvature import compare_domains
     from landscape.data import build_domains
-    from landscape.domains import pick_domains
+    from landscape.domains import pick_domains, truncate
     from landscape.losses import build_loss
 
     layout = run_layout(run_dir)
@@ -164,7 +145,7 @@ def alignment_trajectory(
         key = repr(meta["data"])
         if key not in data_cache:
             domains = build_domains(meta["data"], data_dir=data_dir, device=device)
-            domains = first_samples(pick_domains(domains, list(pair)), subsample)
+            domains = truncate(pick_domains(domains, list(pair)), subsample)
             data_cache = {key: domains}  # keep one restart's data
         cmp = compare_domains(
             model, build_loss(meta.get("loss", "bce")), data_cache[key], params, k=0

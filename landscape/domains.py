@@ -110,10 +110,17 @@ def concat(data: Iterable[Batch]) -> Batch:
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
-def truncate(domains: Domains, n: int) -> dict[str, list[Batch]]:
-    """The first ``n`` samples of every domain, each as one full batch."""
-    if n < 1:
-        raise ValueError(f"subsample must be a positive number of samples, got {n}")
+def truncate(domains: Domains, n: int | None) -> dict:
+    """The first ``n`` samples of every domain, each as one ``(X, y)`` batch.
+
+    ``None`` returns the mapping unchanged. For Colored MNIST this equals the data spec's
+    ``subsample`` (which also keeps the first ``n`` after construction), and it works for
+    any data set.
+    """
+    if n is None:
+        return dict(domains)
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"subsample must be None or a positive number of samples, got {n!r}")
     out = {}
     for name, data in domains.items():
         X, y = concat(data)

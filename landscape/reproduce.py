@@ -79,11 +79,11 @@ def analyse_run(
         progress: progress bars.
         log: where one-line progress messages go.
     """
-    from landscape.alignment import alignment_trajectory, first_samples, run_layout
+    from landscape.alignment import alignment_trajectory, run_layout
     from landscape.checkpoint import load_checkpoint
     from landscape.data import build_domains
     from landscape.directions import inconsistency_directions, plane_directions
-    from landscape.domains import pick_domains
+    from landscape.domains import pick_domains, truncate
     from landscape.inconsistency import inconsistency_score
     from landscape.losses import build_loss
     from landscape.surface import loss_surface, make_grid
@@ -101,7 +101,7 @@ def analyse_run(
     full = build_domains(meta0["data"], data_dir=data_dir, device=device)
     train_domains = list(meta0["train_domains"])
     shown_domains = train_domains + list(meta0.get("test_domains", []))
-    small = first_samples(full, subsample)  # any data set, not only Colored MNIST
+    small = truncate(full, subsample)  # any data set, not only Colored MNIST
 
     for algo, (model, _) in finals.items():
         stem = out_dir / SCORE_HEAD.format(algo=algo)

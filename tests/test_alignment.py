@@ -14,13 +14,12 @@ from landscape.alignment import (
     AlignmentTrajectory,
     alignment_trajectory,
     checkpoint_steps,
-    first_samples,
     run_layout,
 )
 from landscape.checkpoint import load_checkpoint
 from landscape.curvature import compare_domains
 from landscape.data import build_domains, data_spec
-from landscape.domains import pick_domains
+from landscape.domains import pick_domains, truncate
 from landscape.losses import build_loss
 from landscape.train import TrainConfig, checkpoint_path, train
 
@@ -183,7 +182,7 @@ def test_errors(run, tmp_path):
     with pytest.raises(ValueError, match=r"unknown domain 'd9'; available: d0, d1, d2, d3"):
         alignment_trajectory(run, algorithms=["erm"], pair=["d0", "d9"], progress=False)
     with pytest.raises(ValueError, match=r"subsample must be None or a positive number"):
-        first_samples({"d0": [(np.zeros(2), np.zeros(2))]}, 0)
+        truncate({"d0": [(np.zeros(2), np.zeros(2))]}, 0)
 
 
 def test_float32_run_is_analysed_in_float32(tmp_path):
