@@ -488,14 +488,95 @@ def _variance_per_sample(setup: _Setup, data, chunk_size: int, progress: bool):
     return _combine_moments(parts)
 
 
+VARIANCE_METHODS = ("auto", "linear", "backpack", "per_sample")
+"""Ways :func:`gradient_variance` computes per-sample gradient moments."""
+
+# Default samples per chunk: per_sample builds [chunk, D] per-sample gradients; linear keeps
+# [chunk, width] activations of one forward (measured on the Colored MNIST MLP: see
+# benchmarks/bench_curvature.py).
+_CHUNKS = {"per_sample": 256, "linear": 2048}
+
+# Rows of the first batch on which method="auto" checks the nn.Linear factorisation.
+_LINEAR_CHECK_ROWS = 64
+
+
+def _linear_setup(setup: _Setup):
+    """The selected ``nn.Linear`` layers, and detached tensors for ``functional_call``."""
+    from landscape.persample import select_linear_layers
+
+    layers = select_linear_layers(setup.model, setup.params)  # ValueError: not all Linear
+    params = {n: p.detach() for n, p in setup.model.named_parameters()}
+    params.update(dict(setup.model.named_buffers()))
+    return layers, params
+
+
+def _linear_reason(setup: _Setup) -> tuple[str | None, str]:
+    """Why the ``nn.Linear`` factorisation does not apply (``None``: it does), and the exact
+    method to use instead (``"backpack"``, or ``"per_sample"`` when a selected parameter is
+    used outside its layer: BackPACK's per-module per-sample gradients miss that use too).
+
+    Structural: every selected parameter belongs to an ``nn.Linear`` that runs once per
+    forward on ``[N, in]`` inputs. Numerical, on the first rows of the first domain: the
+    summed per-sample gradients equal autograd's gradient (else a selected parameter is also
+    used outside its layer; :func:`landscape.persample.sums_match_gradient`).
+    """
+    from landscape.persample import linear_gradient_sums, linear_pass, sums_match_gradient
+
+    try:
+        layers, params = _linear_setup(setup)
+        X, y = next(iter(next(iter(setup.domains.values()))))
+        like = _first_param(setup.model)
+        X, y = _to(X[:_LINEAR_CHECK_ROWS], like), _to(y[:_LINEAR_CHECK_ROWS], like)
+        for name in setup.names:
+            params[name] = params[name].clone().requires_grad_(True)
+        acts, deltas, _, grads = linear_pass(
+            setup.model, layers, X, y, setup.loss_func, params, setup.names
+        )
+    except ValueError as err:
+        return str(err), "backpack"
+    sums, squares = linear_gradient_sums(layers, acts, deltas)
+    gradient = torch.cat([g.reshape(-1) for g in grads])
+    if not sums_match_gradient(sums, squares, gradient, int(X.shape[0])):
+        return (
+            "the per-sample gradients of the Linear layers do not add up to the gradient "
+            "(a selected parameter is also used outside its layer)"
+        ), "per_sample"
+    return None, "linear"
+
+
+def _variance_linear(setup: _Setup, data, chunk_size: int, progress: bool):
+    """Exact moments from the ``nn.Linear`` factorisation, chunk by chunk (one forward and one
+    backward to the layers' outputs per chunk; sums under ``no_grad``)."""
+    from landscape.persample import linear_gradient_sums, linear_pass
+
+    layers, params = _linear_setup(setup)
+    like = _first_param(setup.model)
+    parts = []
+    batches = list(as_batches(data))
+    for X, y in tqdm(batches, desc="per-sample moments", disable=not progress, leave=False):
+        X, y = _to(X, like), _to(y, like)
+        n = int(X.shape[0])
+        s = q = None
+        for i in range(0, n, chunk_size):
+            acts, deltas, _, _ = linear_pass(
+                setup.model, layers, X[i : i + chunk_size], y[i : i + chunk_size],
+                setup.loss_func, params,
+            )  # fmt: skip
+            ds, dq = linear_gradient_sums(layers, acts, deltas)
+            s, q = (ds, dq) if s is None else (s + ds, q + dq)
+        mean = s / n
+        parts.append((n, s, q / n - mean.square(), q))
+    return _combine_moments(parts)
+
+
 def gradient_variance(
     model: nn.Module,
     loss_func: nn.Module,
     domains: Domains,
     params: ParamSpec = None,
     centered: bool = True,
-    method: str = "backpack",
-    chunk_size: int = 256,
+    method: str = "auto",
+    chunk_size: int | None = None,
     progress: bool = False,
 ) -> GradientVarianceResult:
     """Per-domain diagonal variance of the per-sample gradients (what Fishr matches).
@@ -507,31 +588,66 @@ def gradient_variance(
         g_i = \\nabla_\\theta \\ell(f_\\theta(x_i), y_i)
 
     (biased 1/N variance, as in Fishr, Rame et al. 2022, eq. 4). Per-sample gradients of a
-    whole network are never stored: ``method="backpack"`` uses BackPACK's ``Variance`` and
-    ``SumGradSquared`` with a sum-reduced loss batch by batch (batches combined exactly with
-    Chan's parallel formula); ``method="per_sample"`` computes chunks of ``chunk_size``
-    per-sample gradients with ``torch.func`` (any model torch.func supports).
+    whole network are never stored. Methods:
+
+    * ``"linear"``: every selected parameter in an ``nn.Linear``: the per-sample gradients
+      factorise, :math:`g_i(W) = \\delta_i a_i^\\top`, so
+      :math:`\\sum_i g_i = \\delta^\\top a` and :math:`\\sum_i g_i^2 = (\\delta^2)^\\top a^2`
+      (:mod:`landscape.persample`, the moments of Fishr's penalty): one forward and one
+      backward to the layers' outputs per chunk of ``chunk_size`` samples, sums under
+      ``no_grad``, chunks and batches added up exactly (variance :math:`q/N - \\bar g^2`);
+    * ``"backpack"``: BackPACK's ``Variance`` and ``SumGradSquared`` with a sum-reduced loss
+      batch by batch (batches combined exactly with Chan's parallel formula);
+    * ``"per_sample"``: chunks of ``chunk_size`` per-sample gradients with ``torch.func``
+      (any model torch.func supports);
+    * ``"auto"`` (default): ``"linear"`` when it applies (checked: each selected layer runs
+      once on ``[N, in]`` inputs, and on the first rows of the first domain the summed
+      per-sample gradients equal autograd's gradient), else ``"backpack"``, or
+      ``"per_sample"`` when that sum check fails (a selected parameter used outside its
+      layer, which BackPACK's per-module per-sample gradients miss as well).
+
+    ``"linear"`` and ``"backpack"`` both form the variance as :math:`q/N - \\bar g^2`, whose
+    relative rounding is about :math:`\\epsilon (1 + \\bar g^2 / v)` (see
+    :mod:`landscape.persample`): use float64 for nearly constant gradients.
 
     Args:
         model, loss_func, domains, params: see the module docstring.
         centered: subtract the mean gradient (Fishr's variance) or not (second moment).
-        method: ``"backpack"`` or ``"per_sample"``.
-        chunk_size: samples per chunk for ``"per_sample"`` (memory ``chunk_size x D``).
+        method: ``"auto"``, ``"linear"``, ``"backpack"`` or ``"per_sample"``.
+        chunk_size: samples per chunk for ``"linear"`` (memory ``chunk_size x`` the widest
+            layer; default 2048) and ``"per_sample"`` (memory ``chunk_size x D``; default 256).
         progress: progress bars over batches.
+
+    Returns:
+        A :class:`GradientVarianceResult`; ``settings["method"]`` is the method that ran.
+
+    Raises:
+        ValueError: unknown method, bad ``chunk_size``, or ``method="linear"`` where the
+            factorisation does not apply (the message says why).
     """
-    if method not in ("backpack", "per_sample"):
-        raise ValueError(f"unknown method {method!r}; use 'backpack' or 'per_sample'")
-    if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+    if method not in VARIANCE_METHODS:
+        raise ValueError(f"unknown method {method!r}; use one of {', '.join(VARIANCE_METHODS)}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     setup = _prepare(model, loss_func, domains, params, "gradient_variance")
+    if method in ("auto", "linear"):
+        reason, fallback = _linear_reason(setup)
+        if reason is not None and method == "linear":
+            raise ValueError(f"method='linear' does not apply: {reason}; use method='{fallback}'")
+        method = fallback
+    chunk = int(chunk_size or _CHUNKS.get(method, _CHUNKS["per_sample"]))
     result = GradientVarianceResult(
-        **setup.base(centered=bool(centered), method=method, chunk_size=int(chunk_size))
+        **setup.base(centered=bool(centered), method=method, chunk_size=chunk)
     )
     for name, data in setup.domains.items():
-        if method == "backpack":
+        if method == "linear":
+            N, mean, var, second = _variance_linear(setup, data, chunk, progress)
+        elif method == "backpack":
             N, mean, var, second = _variance_backpack(setup, data, progress)
         else:
-            N, mean, var, second = _variance_per_sample(setup, data, int(chunk_size), progress)
+            N, mean, var, second = _variance_per_sample(setup, data, chunk, progress)
         result.variance[name] = _numpy(var if centered else second)
         result.empirical_fisher[name] = _numpy(second)
         result.mean_gradient[name] = _numpy(mean)

@@ -705,37 +705,25 @@ class CurvatureOperator:
 
     def _dense_linear_ef(self) -> Tensor:
         """Empirical Fisher of ``nn.Linear`` layers from per-sample gradients (docstring)."""
-        from landscape.persample import LinearCapture, per_sample_gradients
+        from landscape.persample import linear_pass, per_sample_gradients, sums_match_gradient
 
         layers = self._linear_layers()
-        leaves = list(self._leaves.values())
         fisher = torch.zeros(self.dim, self.dim, device=self.device, dtype=self.dtype)
         grad_sum = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
         autograd_sum = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
+        params = {**self._fixed, **self._leaves}  # selected leaves require grad: for the check
         total = 0.0
+        rows = max(1, _EF_BLOCK_ELEMENTS // self.dim)
         for X, y in self._batches():
             n = int(X.shape[0])
-            with torch.enable_grad(), LinearCapture(layers) as cap:
-                out = functional_call(self._model, {**self._fixed, **self._leaves}, (X,))
             try:
-                acts = cap.activations()
+                acts, deltas, losses, grads = linear_pass(
+                    self._model, layers, X, y, self._loss, params, self.names
+                )
             except ValueError as err:
                 raise _NoClosedForm(str(err)) from None
-            probes = [acts[layer.name][1] for layer in layers]
-            with torch.enable_grad():
-                per_sample = self._sample_loss(out, y).reshape(n, -1).mean(dim=1)
-                grads = torch.autograd.grad(per_sample.sum(), probes + leaves, allow_unused=True)
-            deltas = {
-                layer.name: torch.zeros_like(p) if g is None else g
-                for layer, p, g in zip(layers, probes, grads[: len(layers)], strict=True)
-            }
-            autograd_sum += flatten(
-                [
-                    torch.zeros_like(p) if g is None else g
-                    for p, g in zip(leaves, grads[len(layers) :], strict=True)
-                ]
-            )
-            rows = max(1, _EF_BLOCK_ELEMENTS // self.dim)
+            autograd_sum += flatten(grads)
+            total += float(losses.sum())
             with torch.no_grad():
                 for start in range(0, n, rows):
                     part = slice(start, min(start + rows, n))
@@ -743,11 +731,9 @@ class CurvatureOperator:
                     G = per_sample_gradients(layers, sub, {k: d[part] for k, d in deltas.items()})
                     fisher.addmm_(G.T, G)
                     grad_sum += G.sum(0)
-                total += float(per_sample.detach().sum())
-        # rounding of a sum over N samples: at most ~eps * sum_i |g_ij| <= eps * sqrt(N q_j)
-        bound = (self.num_samples * torch.diagonal(fisher)).sqrt()
-        tol = 1e3 * torch.finfo(self.dtype).eps * bound + torch.finfo(self.dtype).tiny
-        if bool(((autograd_sum - grad_sum).abs() > tol).any()):
+        if not sums_match_gradient(
+            grad_sum, torch.diagonal(fisher), autograd_sum, self.num_samples
+        ):
             raise _NoClosedForm(
                 "the per-sample gradients of the Linear layers do not add up to the gradient "
                 "(a selected parameter is also used outside its layer)"

@@ -240,6 +240,60 @@ def _squared_chunks(a: Tensor):
         yield block, out
 
 
+def _weight_sums(a: Tensor, delta: Tensor, first: bool) -> tuple[Tensor, Tensor | None]:
+    """``(sum_i delta_i^2 (a_i^2)^T, sum_i delta_i a_i^T)`` ``[out, in]`` by row blocks of ``a``.
+
+    The second sum only when ``first``; ``a^2`` is never stored whole (:func:`_squared_chunks`).
+    """
+    d_sq = delta.square()
+    second = a.new_zeros(delta.shape[1], a.shape[1])
+    mean = a.new_zeros(delta.shape[1], a.shape[1]) if first else None
+    for rows, a_sq in _squared_chunks(a):
+        second.addmm_(d_sq[rows].T, a_sq)
+        if first:
+            mean.addmm_(delta[rows].T, a[rows])
+    return second, mean
+
+
+def linear_gradient_sums(
+    layers: Sequence[LinearSelection],
+    activations: dict[str, tuple[Tensor, Tensor]],
+    deltas: dict[str, Tensor],
+) -> tuple[Tensor, Tensor]:
+    """Sums of the selected per-sample gradients and of their squares, ``([D], [D])``.
+
+    .. math::
+
+        s = \\sum_i g_i, \\qquad q = \\sum_i g_i \\odot g_i, \\qquad
+        s(W) = \\delta^\\top a, \\quad q(W) = (\\delta^{2})^\\top a^{2}, \\quad
+        s(b) = \\textstyle\\sum_i \\delta_i, \\quad q(b) = \\sum_i \\delta_i^2.
+
+    Not differentiable (computed under ``no_grad``): the exact moments of any set of rows,
+    which callers add up over chunks and batches (the mean is ``s / N``, the uncentered
+    second moment ``q / N`` and the biased variance ``q / N - (s / N)^2``).
+
+    Args:
+        layers, activations, deltas: as for :func:`linear_moments`.
+
+    Returns:
+        ``(s, q)``, each ``[D]`` in the layout of :func:`select_linear_layers`.
+    """
+    sums, squares = [], []
+    with torch.no_grad():
+        for layer in layers:
+            a, _ = activations[layer.name]
+            delta = deltas[layer.name].detach()
+            a = a.detach()
+            if layer.weight:
+                q_weight, s_weight = _weight_sums(a, delta, first=True)
+                sums.append(s_weight.reshape(-1))
+                squares.append(q_weight.reshape(-1))
+            if layer.bias:
+                sums.append(delta.sum(0))
+                squares.append(delta.square().sum(0))
+    return torch.cat(sums), torch.cat(squares)
+
+
 class _DiagonalMoments(torch.autograd.Function):
     r"""``(v_W [out, in], v_b [out])`` from ``a [N, in]`` and ``delta [N, out]``, with a
     hand-written backward.
@@ -271,15 +325,9 @@ class _DiagonalMoments(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, delta: Tensor, centered: bool):
         n = a.shape[0]
-        d_sq = delta.square()
-        v_weight = a.new_zeros(delta.shape[1], a.shape[1])
-        m_weight = a.new_zeros(delta.shape[1], a.shape[1]) if centered else None
-        for rows, a_sq in _squared_chunks(a):
-            v_weight.addmm_(d_sq[rows].T, a_sq)
-            if centered:
-                m_weight.addmm_(delta[rows].T, a[rows])
+        v_weight, m_weight = _weight_sums(a, delta, first=centered)
         v_weight.div_(n)
-        v_bias = d_sq.mean(0)
+        v_bias = delta.square().mean(0)
         if centered:
             m_weight.div_(n)
             m_bias = delta.mean(0)
@@ -321,6 +369,78 @@ class _DiagonalMoments(torch.autograd.Function):
             centred = delta - m_bias if ctx.centered else delta
             grad_delta.addcmul_(centred, g_bias, value=scale)
         return grad_a, grad_delta, None
+
+
+def linear_pass(
+    model: nn.Module,
+    layers: Sequence[LinearSelection],
+    X: Tensor,
+    y: Tensor,
+    loss_func: nn.Module,
+    params: dict[str, Tensor],
+    grad_names: Sequence[str] = (),
+) -> tuple[dict[str, tuple[Tensor, Tensor]], dict[str, Tensor], Tensor, list[Tensor]]:
+    """One forward (capturing ``layers``) and one backward of the summed per-sample losses.
+
+    The model runs through :func:`torch.func.functional_call` with ``params`` (a full
+    ``{name: tensor}`` mapping of parameters and buffers), so the model itself is untouched;
+    with detached tensors in ``params`` no graph reaches the parameters and only the
+    selected layers' outputs onwards are differentiated. The per-sample loss is the
+    mean-reduced loss of the one-sample batch, ``l_i = mean_c loss_none(out, y)[i, c]``.
+
+    Args:
+        model, layers: the network and its selected ``nn.Linear`` layers.
+        X, y: one chunk of samples ``[n, ...]`` on the parameters' device and dtype.
+        loss_func: the (mean-reduced) loss module.
+        params: tensors for ``functional_call``.
+        grad_names: names in ``params`` (tensors that require grad) whose gradients of
+            ``sum_i l_i`` to return as well (for :func:`sums_match_gradient`).
+
+    Returns:
+        ``(activations, deltas, losses [n], grads)``: as for :func:`linear_moments`, the
+        detached per-sample losses, and one gradient per name in ``grad_names``.
+
+    Raises:
+        ValueError: from :meth:`LinearCapture.activations` (a layer not run exactly once,
+            or not on ``[n, in]`` inputs).
+    """
+    from torch.func import functional_call
+
+    from landscape.losses import with_reduction
+
+    n = int(X.shape[0])
+    with torch.enable_grad():
+        with LinearCapture(layers) as cap:
+            out = functional_call(model, params, (X,))
+        acts = cap.activations()
+        losses = with_reduction(loss_func, "none")(out, y).reshape(n, -1).mean(dim=1)
+        probes = [acts[layer.name][1] for layer in layers]
+        wrt = probes + [params[name] for name in grad_names]
+        grads = torch.autograd.grad(losses.sum(), wrt, allow_unused=True)
+    deltas = {
+        layer.name: torch.zeros_like(probe) if g is None else g.detach()
+        for layer, probe, g in zip(layers, probes, grads[: len(layers)], strict=True)
+    }
+    extra = [
+        torch.zeros_like(params[name]) if g is None else g.detach()
+        for name, g in zip(grad_names, grads[len(layers) :], strict=True)
+    ]
+    return acts, deltas, losses.detach(), extra
+
+
+def sums_match_gradient(sums: Tensor, squares: Tensor, gradient: Tensor, num: int) -> bool:
+    """Whether summed per-sample gradients equal autograd's gradient up to rounding.
+
+    ``sums`` ``[D]`` is :math:`\\sum_i g_i` from the factorisation, ``squares`` ``[D]``
+    :math:`\\sum_i g_i^2` and ``gradient`` ``[D]`` autograd's gradient of
+    :math:`\\sum_i \\ell_i` over the same ``num`` samples. The tolerance bounds the rounding
+    of a sum of ``num`` terms, :math:`10^3 \\epsilon \\sum_i |g_{ij}| \\le 10^3 \\epsilon
+    \\sqrt{N q_j}` (Cauchy-Schwarz). A mismatch means a selected parameter is used outside
+    its layer (tied weights, functional use), where ``g_i = delta_i a_i^T`` misses terms.
+    """
+    finfo = torch.finfo(sums.dtype)
+    tol = 1e3 * finfo.eps * (num * squares.clamp_min(0)).sqrt() + finfo.tiny
+    return bool(((sums - gradient).abs() <= tol).all())
 
 
 def per_sample_gradients(
