@@ -113,8 +113,10 @@ MAX_DENSE_DIM = 8192
 DENSE_METHODS = ("auto", "closed-form", "batched", "products")
 """Ways :meth:`CurvatureOperator.dense` builds a matrix (see the module docstring)."""
 
-# Elements of the [rows, D] per-sample gradient blocks of the empirical Fisher closed form.
+# Elements of the [rows, D] per-sample gradient blocks of the empirical Fisher closed form,
+# and of the [rows, C, C] loss Hessians of the output-layer closed form.
 _EF_BLOCK_ELEMENTS = 2**22
+_LAMBDA_ELEMENTS = 2**22
 
 
 class _NoClosedForm(ValueError):
@@ -662,24 +664,12 @@ class CurvatureOperator:
             def sample_loss(zi, yi):
                 return self._loss(zi.unsqueeze(0), yi.unsqueeze(0))
 
-            lam = vmap(hessian(sample_loss))(z, y).reshape(n, out_f, out_f)  # [n, C, C]
-            for c in range(out_f):
-                for d in range(c, out_f):
-                    # block (c, d) += sum_i lam_i[c, d] [a_i, 1][a_i, 1]^T, without a [n, F + 1]
-                    # copy of the features: a^T (w a), its column sums and sum(w)
-                    w = lam[:, c, d]
-                    block = gram[c * width : (c + 1) * width, d * width : (d + 1) * width]
-                    if layer.weight:
-                        wa = a * w[:, None]
-                        block[:in_f, :in_f].addmm_(a.T, wa)
-                        if layer.bias:
-                            col = wa.sum(0)
-                            block[:in_f, in_f] += col
-                            block[in_f, :in_f] += col
-                    if layer.bias:
-                        block[-1, -1] += w.sum()
-                    if d != c:
-                        gram[d * width : (d + 1) * width, c * width : (c + 1) * width] = block.T
+            rows = max(1, _LAMBDA_ELEMENTS // (out_f * out_f))  # [rows, C, C] at a time
+            for start in range(0, n, rows):
+                part = slice(start, min(start + rows, n))
+                lam = vmap(hessian(sample_loss))(z[part], y[part])
+                lam = lam.reshape(-1, out_f, out_f)  # [rows, C, C], loss Hessians in z
+                self._add_blocks(gram, a[part], lam, width, layer.weight, layer.bias)
             zl = z.requires_grad_(True)
             with torch.enable_grad():
                 loss = self._loss(zl, y)
@@ -702,6 +692,29 @@ class CurvatureOperator:
         self._cache["risk"] = total / N
         self._cache["gradient"] = (grad / N).reshape(-1)[index]
         return gram[index][:, index]
+
+    @staticmethod
+    def _add_blocks(gram, a, lam, width: int, weight: bool, bias: bool) -> None:
+        """``gram[c, d] += sum_i lam_i[c, d] [a_i, 1][a_i, 1]^T`` (class-major blocks of size
+        ``width``; ``[a_i]`` or ``[1]`` alone when only the weight or the bias is selected),
+        without a ``[n, F + 1]`` copy of the features: ``a^T (w a)``, ``sum_i w_i a_i``,
+        ``sum_i w_i``; block ``(d, c)`` is the transpose of block ``(c, d)``."""
+        in_f = a.shape[1]
+        for c in range(lam.shape[1]):
+            for d in range(c, lam.shape[1]):
+                w = lam[:, c, d]
+                block = gram[c * width : (c + 1) * width, d * width : (d + 1) * width]
+                if weight:
+                    wa = a * w[:, None]
+                    block[:in_f, :in_f].addmm_(a.T, wa)
+                    if bias:
+                        col = wa.sum(0)
+                        block[:in_f, in_f] += col
+                        block[in_f, :in_f] += col
+                if bias:
+                    block[-1, -1] += w.sum()
+                if d != c:
+                    gram[d * width : (d + 1) * width, c * width : (c + 1) * width] = block.T
 
     def _dense_linear_ef(self) -> Tensor:
         """Empirical Fisher of ``nn.Linear`` layers from per-sample gradients (docstring)."""

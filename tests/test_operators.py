@@ -389,3 +389,17 @@ def test_dense_arguments_and_lazy_graph():
         model.classifier.weight.mul_(1.0)
     with pytest.raises(ValueError, match="'classifier.weight' changed in place"):
         op.dense()
+
+
+def test_closed_forms_in_row_chunks(monkeypatch):
+    """Loss Hessians [rows, C, C] and per-sample gradient blocks [rows, D] taken a few rows at
+    a time give the same matrices."""
+    import landscape.operators as ops
+
+    monkeypatch.setattr(ops, "_LAMBDA_ELEMENTS", 40)  # C = 3: 4 rows per chunk
+    monkeypatch.setattr(ops, "_EF_BLOCK_ELEMENTS", 50)  # D = 15: 3 rows per block
+    model, loss_func, data = _case("ce")
+    for curvature in ("hessian", "ef"):
+        op = curvature_operator(model, loss_func, data, "classifier", curvature)
+        expected = ref.dense_curvature(model, loss_func, data, "classifier", curvature)
+        torch.testing.assert_close(op.dense(method="closed-form"), expected)
