@@ -14,7 +14,7 @@ with it without ever forming it:
   products of the per-sample loss vector, never materialising ``[N, D]``.
 
 Speed. When the graph is retained (default for a domain that is one batch) the forward pass
-and the first backward pass are done **once**, at construction, and every product only
+and the first backward pass are done **once** (at the first product), and every product only
 differentiates again through the stored graph (``retain_graph=True``). This is the
 cheapest known Hessian-vector product (measured about 2x faster than curvlinops'
 operators, which recompute the forward pass for every product: see
@@ -64,11 +64,12 @@ every path; by default (``method="auto"``) a closed form is used where one appli
   equal autograd's gradient of the risk (so no selected parameter is used elsewhere).
 * ``method="batched"``: blocks of products at once through the retained graph
   (``torch.autograd.grad(..., is_grads_batched=True)``), for any selection. Measured on the
-  Colored MNIST MLP (float64, one thread, ``D = 390``): 4-5x faster than the loop for the
-  head at ``N = 5,000`` (a shallow graph), 1.4-2.2x for a hidden layer's bias at
-  ``N = 500``, but 1.5-3x *slower* for that bias at ``N = 5,000`` and ``25,000`` (the
-  vectorised backward through the hidden layers allocates ``[k, N, width]`` temporaries and
-  is memory bound), so ``"auto"`` keeps the loop; ask for it on small domains.
+  Colored MNIST MLP (float64, one thread, blocks of 16, a loaded machine): for a hidden
+  layer's bias (``D = 390``) 2-5x faster than the loop at ``N = 500``, but 2x slower at
+  ``N = 5,000`` and 3x slower at ``N = 25,000`` (the vectorised backward through the hidden
+  layers allocates ``[k, N, width]`` temporaries and is memory bound); no gain for the
+  head's shallow graph at ``N = 5,000``. So ``"auto"`` keeps the loop; ask for it on small
+  domains.
 
 The user's model is never changed: the operator differentiates through
 :func:`torch.func.functional_call` with detached copies of the parameters (sharing storage),
