@@ -43,6 +43,14 @@ def _final_checkpoint(run_dir: Path, algo: str, restart: int = 0) -> Path:
     return path
 
 
+def _final_exists(run_dir: Path, algo: str) -> bool:
+    try:
+        _final_checkpoint(run_dir, algo)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _done(stem: Path) -> bool:
     return stem.with_suffix(".json").is_file() and stem.with_suffix(".npz").is_file()
 
@@ -51,6 +59,7 @@ def analyse_run(
     run_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
+    algorithms: list[str] | None = None,
     epsilon: float = 0.01,
     subsample: int | None = 5000,
     head_k: int = 20,
@@ -66,6 +75,7 @@ def analyse_run(
     Args:
         run_dir: a folder written by :func:`landscape.train.train`.
         out_dir: where the results go (``.npz`` + ``.json`` each).
+        algorithms: which algorithms (default: every one whose restart 0 has finished).
         epsilon: ε of the inconsistency score.
         subsample: samples per domain for the whole-network score and the surfaces (the
             head score and the alignment use every sample); ``None`` for all.
@@ -91,7 +101,8 @@ def analyse_run(
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    algorithms = list(run_layout(run_dir))
+    if algorithms is None:
+        algorithms = [a for a in run_layout(run_dir) if _final_exists(run_dir, a)]
     finals = {}
     for algo in algorithms:
         model, meta = load_checkpoint(_final_checkpoint(run_dir, algo), device=device)
@@ -125,7 +136,7 @@ def analyse_run(
     if not _done(stem):
         log("[analyse] Hessian alignment of the head over the checkpoints")
         traj = alignment_trajectory(
-            run_dir, pair=train_domains[:2], params="classifier", device=device,
+            run_dir, algorithms, pair=train_domains[:2], params="classifier", device=device,
             data_dir=data_dir, progress=progress,
         )  # fmt: skip
         traj.save(stem)

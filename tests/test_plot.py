@@ -130,7 +130,7 @@ def test_training_curves_errors(saved, tmp_path):
         plot_training_curves(run, domains=["d0", "gray"])
     with pytest.raises(ValueError, match=r"unknown metric 'nll'; use 'acc' or 'loss'"):
         plot_training_curves(run, metric="nll")
-    with pytest.raises(FileNotFoundError, match=r"no history of 'irm'"):
+    with pytest.raises(FileNotFoundError, match=r"no finished history of 'irm'"):
         plot_training_curves(run, algorithms=["irm"])
     with pytest.raises(FileNotFoundError, match=r"is not a run folder"):
         plot_training_curves(tmp_path)

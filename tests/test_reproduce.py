@@ -20,7 +20,7 @@ import landscape.surface  # noqa: E402
 from landscape.alignment import AlignmentTrajectory, alignment_trajectory  # noqa: E402
 from landscape.cli import main  # noqa: E402
 from landscape.inconsistency import InconsistencyResult  # noqa: E402
-from landscape.reproduce import analyse_run, draw_figures, summary  # noqa: E402
+from landscape.reproduce import _final_exists, analyse_run, draw_figures, summary  # noqa: E402
 from landscape.surface import SurfaceResult  # noqa: E402
 from landscape.train import RunResults, train  # noqa: E402
 from tests.test_alignment import tiny_run_config  # noqa: E402
@@ -172,7 +172,11 @@ def test_analysis_errors(job, tmp_path):
     shutil.copytree(root / "run", run)
     (run / "fishr" / "restart_0" / "checkpoints" / "step_00006.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match=r"step_00006.safetensors is missing; finish"):
-        analyse_run(run, tmp_path / "out", progress=False, log=lambda m: None)
+        analyse_run(
+            run, tmp_path / "out", algorithms=["erm", "fishr"], progress=False, log=lambda m: None
+        )
+    # by default, an algorithm whose restart 0 has not finished is left out
+    assert [a for a in ("erm", "fishr") if _final_exists(run, a)] == ["erm"]
 
 
 # --------------------------------------------------------------------- figures and summary

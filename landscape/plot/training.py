@@ -13,18 +13,33 @@ from landscape.io import read_json
 from landscape.plot.style import algorithm_color, algorithm_name, style
 
 
-def load_histories(run_dir: str | os.PathLike, algorithm: str) -> list[dict[str, np.ndarray]]:
-    """Every restart's ``history.csv`` of ``algorithm`` as ``{column: [T]}`` arrays."""
+def load_histories(
+    run_dir: str | os.PathLike, algorithm: str, steps: int | None = None
+) -> list[dict[str, np.ndarray]]:
+    """Every finished restart's ``history.csv`` of ``algorithm`` as ``{column: [T]}`` arrays.
+
+    With ``steps``, restarts whose history does not reach that step (still running, or
+    interrupted) are left out, so that the curves average complete runs only.
+    """
     from landscape.train import read_history
 
     folders = sorted((Path(run_dir) / algorithm).glob("restart_*/history.csv"))
-    if not folders:
-        raise FileNotFoundError(f"no history of {algorithm!r} in {run_dir}")
     out = []
     for path in folders:
         rows = read_history(path)
-        out.append({k: np.array([r[k] for r in rows]) for k in rows[0]})
+        if rows and (steps is None or int(rows[-1]["step"]) == steps):
+            out.append({k: np.array([r[k] for r in rows]) for k in rows[0]})
+    if not out:
+        raise FileNotFoundError(f"no finished history of {algorithm!r} in {run_dir}")
     return out
+
+
+def _finished(run_dir, algorithm: str, steps: int) -> bool:
+    try:
+        load_histories(run_dir, algorithm, steps)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def plot_training_curves(
@@ -47,8 +62,9 @@ def plot_training_curves(
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
     config = read_json(config_path)
-    algorithms = list(algorithms or config["algorithms"])
-    histories = {a: load_histories(run_dir, a) for a in algorithms}
+    if algorithms is None:  # those with at least one finished restart
+        algorithms = [a for a in config["algorithms"] if _finished(run_dir, a, config["steps"])]
+    histories = {a: load_histories(run_dir, a, config["steps"]) for a in algorithms}
     first = histories[algorithms[0]][0]
     available = [c.split("/", 1)[1] for c in first if c.startswith(f"{metric}/")]
     if domains is None:
