@@ -1522,8 +1522,10 @@ def inconsistency_score(
         epsilon: ``ε > 0``, or a list of them.
         params: the parameters ``θ`` moves (``None`` = all, a prefix such as
             ``"classifier"``, or names).
-        method: ``"dense"`` (``[D, D]`` curvature matrices of a float64 copy of the model and
-            data, eigendecomposition in float64; ``D`` up to a few thousand),
+        method: ``"dense"`` (``[D, D]`` curvature matrices in float64: summed in float64 from
+            the model's own features for the output layer's closed form, else computed on a
+            float64 copy of the model and data; eigendecomposition in float64; ``D`` up to a
+            few thousand),
             ``"matrix-free"`` (LOBPCG / ARPACK on curvature-vector products; whole networks)
             or ``"diagonal"`` (ratios of diagonals:
             :math:`\max_k h_{B,k}/h_{A,k}`, the approximation Fishr matches).
@@ -1631,22 +1633,37 @@ def inconsistency_score(
         if method == "dense":
             from landscape.operators import curvature_operator
 
-            # float64 copies: eigenvalues near rtol·λ_max must not be float32 rounding noise
-            model64 = copy.deepcopy(model).to(torch.float64)
+            # float64 matrices: eigenvalues near rtol·λ_max must not be float32 rounding noise.
+            # The output layer's closed form sums in float64 from the model's own features;
+            # any other selection is computed on a float64 copy of the model and data.
             mats = {}
+            model64 = None
             for d in names:
-                data64 = [
-                    (
-                        X.double() if X.is_floating_point() else X,
-                        y.double() if y.is_floating_point() else y,
-                    )
-                    for X, y in domains[d]
-                ]
-                with curvature_operator(model64, loss_func, data64, params, curvature) as op:
-                    mats[d] = op.dense().detach().to("cpu", torch.float64).numpy()
-                    if d not in risks:  # free after a closed-form dense pass
-                        risks[d] = op.risk()
-                        grads[d] = op.gradient().detach().to("cpu", torch.float64).numpy()
+                with curvature_operator(model, loss_func, domains[d], params, curvature) as op:
+                    try:
+                        mat = op.dense(method="closed-form", accumulate=torch.float64)
+                    except ValueError:  # no closed form: products on a float64 copy below
+                        mat = None
+                    else:
+                        if d not in risks:  # free after a closed-form dense pass
+                            risks[d] = op.risk()
+                            grads[d] = op.gradient().detach().to("cpu", torch.float64).numpy()
+                if mat is None:
+                    if model64 is None:
+                        model64 = copy.deepcopy(model).to(torch.float64)
+                    data64 = [
+                        (
+                            X.double() if X.is_floating_point() else X,
+                            y.double() if y.is_floating_point() else y,
+                        )
+                        for X, y in domains[d]
+                    ]
+                    with curvature_operator(model64, loss_func, data64, params, curvature) as op:
+                        mat = op.dense()
+                        if d not in risks:
+                            risks[d] = op.risk()
+                            grads[d] = op.gradient().detach().to("cpu", torch.float64).numpy()
+                mats[d] = mat.detach().to("cpu", torch.float64).numpy()
             dense = {d: DenseCurvature(mats[d], domain=d, rtol=rtol) for d in names}
             for a in names:
                 reports[a] = dense[a].inspect({b: mats[b] for b in names if b != a})

@@ -478,7 +478,11 @@ class CurvatureOperator:
         return LinearOperator(self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64)
 
     def dense(
-        self, max_dim: int = MAX_DENSE_DIM, method: str = "auto", block_size: int = 16
+        self,
+        max_dim: int = MAX_DENSE_DIM,
+        method: str = "auto",
+        block_size: int = 16,
+        accumulate: torch.dtype | None = None,
     ) -> Tensor:
         """The matrix ``[D, D]`` (small ``D`` only), exactly, in the operator's dtype.
 
@@ -493,6 +497,10 @@ class CurvatureOperator:
                 which path ran. A closed-form pass also stores the risk and the gradient, so
                 :meth:`risk` and :meth:`gradient` then cost nothing.
             block_size: columns per block for ``"batched"``.
+            accumulate: a wider dtype (e.g. ``torch.float64``) in which the output-layer
+                closed form sums its matrix, from the features and logits that the model
+                computes in its own dtype; the matrix, risk and gradient are returned in it.
+                Other paths ignore it.
 
         Raises:
             ValueError: ``D > max_dim``, an unknown ``method``, a bad ``block_size``, or
@@ -516,7 +524,7 @@ class CurvatureOperator:
                     matrix = self._dense_linear_ef()
                     self.dense_method = "closed-form (nn.Linear per-sample gradients)"
                 else:
-                    matrix = self._dense_linear_output()
+                    matrix = self._dense_linear_output(accumulate or self.dtype)
                     self.dense_method = "closed-form (output layer: H = GGN)"
                 return matrix
             except _NoClosedForm as err:
@@ -612,8 +620,9 @@ class CurvatureOperator:
         except ValueError as err:
             raise _NoClosedForm(str(err)) from None
 
-    def _dense_linear_output(self) -> Tensor:
-        """Hessian = GGN of a selection inside the output ``nn.Linear`` (module docstring)."""
+    def _dense_linear_output(self, dtype: torch.dtype) -> Tensor:
+        """Hessian = GGN of a selection inside the output ``nn.Linear`` (module docstring),
+        summed in ``dtype`` from the features and logits of the model's own forward pass."""
         from torch.func import hessian, vmap
 
         layers = self._linear_layers()
@@ -631,8 +640,8 @@ class CurvatureOperator:
         out_f, in_f = module.weight.shape
         kinds = [name.rsplit(".", 1)[-1] for name in self.names]  # "weight" / "bias"
         width = in_f * int(layer.weight) + int(layer.bias)  # features per class: [a, 1]
-        gram = torch.zeros(out_f * width, out_f * width, device=self.device, dtype=self.dtype)
-        grad = torch.zeros(out_f, width, device=self.device, dtype=self.dtype)
+        gram = torch.zeros(out_f * width, out_f * width, device=self.device, dtype=dtype)
+        grad = torch.zeros(out_f, width, device=self.device, dtype=dtype)
         total = 0.0
         for X, y in self._batches():
             record: list[tuple[Tensor, Tensor, int]] = []
@@ -660,7 +669,8 @@ class CurvatureOperator:
                     f"the input of Linear layer {layer.name!r} depends on the selected parameters"
                 )
             n = int(X.shape[0])
-            a, z = a.detach(), z.detach()
+            a, z = a.detach().to(dtype), z.detach().to(dtype)
+            y = y.to(dtype) if y.is_floating_point() else y
 
             def sample_loss(zi, yi):
                 return self._loss(zi.unsqueeze(0), yi.unsqueeze(0))

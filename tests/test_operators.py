@@ -371,6 +371,25 @@ def test_dense_float32_and_mse_closed_form():
         torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_output_layer_closed_form_accumulates_in_float64():
+    """A float32 model's head matrix summed in float64 from its own float32 features: float64,
+    equal to the reference up to the features' float32 rounding, and bit-equal to the default
+    path for a float64 model; risk and gradient come back in float64 too."""
+    model64, loss_func, data64 = _case("bce")
+    model32 = copy.deepcopy(model64).float()
+    data = [(X.float(), y.float()) for X, y in data64]
+    op32 = curvature_operator(model32, loss_func, data, "classifier", "hessian")
+    got = op32.dense(method="closed-form", accumulate=torch.float64)
+    assert got.dtype == torch.float64 and op32.gradient().dtype == torch.float64
+    expected = ref.dense_hessian(model64, loss_func, data64, "classifier")
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+    assert op32.risk() == pytest.approx(ref.risk(model64, loss_func, data64), rel=1e-6)
+    op64 = curvature_operator(model64, loss_func, data64, "classifier", "hessian")
+    plain = op64.dense()
+    op64b = curvature_operator(model64, loss_func, data64, "classifier", "hessian")
+    assert torch.equal(op64b.dense(accumulate=torch.float64), plain)
+
+
 def test_dense_arguments_and_lazy_graph():
     model, loss_func, data = _case("bce")
     op = curvature_operator(model, loss_func, data, "classifier")
