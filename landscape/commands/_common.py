@@ -17,6 +17,14 @@ def add_out_argument(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--out", default=default, help=f"output directory (default: {default})")
 
 
+def add_analysis_arguments(parser: argparse.ArgumentParser, out: str) -> None:
+    """The tail every checkpoint analysis shares: --data-dir, --quiet, --device, --out."""
+    parser.add_argument("--data-dir", default=None, help="MNIST cache folder (Colored MNIST)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_argument(parser)
+    add_out_argument(parser, out)
+
+
 def add_params_argument(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     parser.add_argument(
         "--params",

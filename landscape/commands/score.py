@@ -26,9 +26,8 @@ from __future__ import annotations
 import argparse
 
 from landscape.commands._common import (
-    add_device_argument,
+    add_analysis_arguments,
     add_domains_argument,
-    add_out_argument,
     add_params_argument,
 )
 
@@ -102,10 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--maxiter", type=int, default=100, help="matrix-free eigensolver iterations"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random start")
-    parser.add_argument("--data-dir", default=None, help="MNIST cache folder (Colored MNIST)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_device_argument(parser)
-    add_out_argument(parser, "score")
+    add_analysis_arguments(parser, "score")
 
 
 def run(args: argparse.Namespace) -> int:

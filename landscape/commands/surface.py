@@ -32,9 +32,8 @@ from __future__ import annotations
 import argparse
 
 from landscape.commands._common import (
-    add_device_argument,
+    add_analysis_arguments,
     add_domains_argument,
-    add_out_argument,
     add_params_argument,
 )
 
@@ -123,13 +122,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="grid points per forward call (vmap); auto: 1 on CPU, 16 on GPU",
     )
-    parser.add_argument("--data-dir", default=None, help="MNIST cache folder (Colored MNIST)")
     parser.add_argument(
         "--restart", action="store_true", help="ignore rows saved by an earlier run"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_device_argument(parser)
-    add_out_argument(parser, "surface")
+    add_analysis_arguments(parser, "surface")
 
 
 def _grid(args):
