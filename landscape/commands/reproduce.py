@@ -8,8 +8,11 @@ Steps (each resumes when interrupted; see landscape.reproduce):
      the Hessian alignment of the head over training; per-domain loss surfaces;
   3. draw every figure into OUT/figures and print the results.
 
-The default is short (5,000 training images per domain, one restart; minutes on a CPU).
---full uses all 25,000 images per domain and 3 restarts, as the paper's protocol.
+The default is the protocol's data (25,000 images per training domain) with one restart:
+about 20 minutes on 2 CPU cores, seconds per step on a GPU. --full runs 3 restarts.
+--subsample N is faster but not representative: with 5,000 images per domain the MLP
+memorises the noisy labels (ERM 98.6% train accuracy) and Fishr's gain disappears (48.7%
+on the -90% domain, measured here).
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--subsample",
         type=int,
         default=None,
-        help="training images per domain (default 5000; all 25,000 with --full)",
+        help="keep the first N images of each domain (default: all; not representative "
+        "below ~25,000, see above)",
     )
-    parser.add_argument("--full", action="store_true", help="the paper's full-size protocol")
+    parser.add_argument("--full", action="store_true", help="3 restarts (default 1)")
     parser.add_argument("--steps", type=int, default=501, help="Adam steps (default 501)")
     parser.add_argument(
         "--epsilon", type=float, default=0.01, help="epsilon of I^eps (default 0.01)"
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     progress = not args.no_progress
     restarts = args.restarts or (3 if args.full else 1)
-    subsample = None if args.full else (args.subsample or 5000)
+    subsample = args.subsample
     config = TrainConfig(
         algorithms=args.algorithm,
         restarts=restarts,
