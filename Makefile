@@ -25,7 +25,7 @@ demo: install
 	$(VENV)/bin/landscape reproduce --out $(OUT)
 
 test: install data
-	# one torch thread: the tests are small, and threads only contend (3 min vs 20+ min measured)
+	# one torch thread: the tests are small and extra threads only contend (3.3 min here)
 	OMP_NUM_THREADS=1 MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: install
