@@ -399,7 +399,7 @@ def eigen_directions(
     )
     values, vectors = _eigen_of(result, name)
     like = {n: p.detach() for n, p in selected.items()}
-    d = [_vector_to_dict(vectors[i], like) for i in range(2)]
+    d = [_split_like(vectors[i], like) for i in range(2)]
     return Directions(
         d1=d[0],
         d2=d[1],
@@ -428,7 +428,9 @@ def _eigen_of(result, name: str):
     return values[order], vectors * torch.where(signs == 0, 1.0, signs)
 
 
-def _vector_to_dict(vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
+def _split_like(vector, like: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A flat vector split into new tensors with the names, shapes, devices and dtypes of
+    ``like``."""
     parts = unflatten(torch.as_tensor(vector).reshape(-1), like)
     return {n: t.to(device=like[n].device, dtype=like[n].dtype).clone() for n, t in parts.items()}
 
@@ -514,7 +516,7 @@ def inconsistency_directions(
         vec = torch.as_tensor(
             np.asarray(direction) if not isinstance(direction, Tensor) else direction
         )
-        like = _vector_to_dict(vec.reshape(-1), like)
+        like = _split_like(vec.reshape(-1), like)
         weights = {n: p.detach().cpu() for n, p in selected.items()}
         first = flatten(like)
     if norm is not Normalization.NONE and weights is None:
@@ -653,16 +655,10 @@ def plane_directions(
     if len(states) == 3:
         points[labs[others[1]]] = [float(a), float(b)]
 
-    def back(vec):
-        return {
-            n: t.to(device=like[n].device, dtype=like[n].dtype)
-            for n, t in unflatten(vec, like).items()
-        }
-
     return Directions(
-        d1=back(d1),
-        d2=back(d2),
-        origin=back(o),
+        d1=_split_like(d1, like),
+        d2=_split_like(d2, like),
+        origin=_split_like(o, like),
         kind="plane",
         seed=used_seed,
         normalization="none",
@@ -736,16 +732,10 @@ def trajectory_directions(
     var = S**2
     ratio = (var[:2] / var.sum()).tolist()
 
-    def back(vec):
-        return {
-            n: t.to(device=like[n].device, dtype=like[n].dtype)
-            for n, t in unflatten(vec, like).items()
-        }
-
     return Directions(
-        d1=back(dirs[0]),
-        d2=back(dirs[1]),
-        origin=back(o),
+        d1=_split_like(dirs[0], like),
+        d2=_split_like(dirs[1], like),
+        origin=_split_like(o, like),
         kind="trajectory",
         seed=None,
         normalization="none",
