@@ -9,7 +9,7 @@ Steps (each resumes when interrupted; see landscape.reproduce):
   3. draw every figure into OUT/figures and print the results.
 
 The default is the protocol's data (25,000 images per training domain) with one restart:
-about 20 minutes on 2 CPU cores, seconds per step on a GPU. --full runs 3 restarts.
+13 minutes on 2 CPU cores (measured from a fresh clone). --full runs 3 restarts.
 --subsample N is faster but not representative: with 5,000 images per domain the MLP
 memorises the noisy labels (ERM 98.6% train accuracy) and Fishr's gain disappears (48.7%
 on the -90% domain, measured here).
