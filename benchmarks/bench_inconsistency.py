@@ -38,29 +38,13 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _data import load_domains  # noqa: E402  (benchmarks/_data.py)
 from torch import nn  # noqa: E402
 
 from landscape.device import resolve_device  # noqa: E402
 from landscape.inconsistency import NotPositiveDefiniteError, inconsistency_score  # noqa: E402
 from landscape.models import colored_mnist_mlp  # noqa: E402
 from landscape.operators import CurvatureOperator  # noqa: E402
-
-
-def load_domains(n: int, device, seed: int = 0):
-    try:
-        from landscape.data import colored_mnist
-
-        domains = colored_mnist(subsample=n, device=device)
-        return {k: domains[k] for k in ("+80%", "+90%")}, "Colored MNIST"
-    except Exception as err:  # noqa: BLE001 - no MNIST cache: random inputs of the same shape
-        reason = str(err).splitlines()[0][:80]
-        g = torch.Generator().manual_seed(seed)
-        domains = {}
-        for name in ("+80%", "+90%"):
-            X = torch.rand(n, 2, 14, 14, generator=g)
-            y = (torch.rand(n, 1, generator=g) < 0.5).float()
-            domains[name] = [(X.to(device), y.to(device))]
-        return domains, f"random inputs ({reason})"
 
 
 def products(result) -> str:

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _data import load_domains  # noqa: E402  (benchmarks/_data.py)
 
 from landscape.device import resolve_device  # noqa: E402
 from landscape.directions import random_directions  # noqa: E402
@@ -44,24 +45,6 @@ from landscape.surface import loss_surface, make_grid  # noqa: E402
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def load_domains(n: int, device, seed: int = 0):
-    try:
-        from landscape.data import colored_mnist
-
-        domains = colored_mnist(subsample=n, device=device)
-        names = list(domains)[:2]
-        return {k: domains[k] for k in names}, "Colored MNIST"
-    except Exception as err:  # noqa: BLE001 - no MNIST cache: random inputs of the same shape
-        reason = str(err).splitlines()[0][:80]
-        g = torch.Generator().manual_seed(seed)
-        domains = {}
-        for name in ("+80%", "+90%"):
-            X = torch.rand(n, 2, 14, 14, generator=g)
-            y = (torch.rand(n, 1, generator=g) < 0.5).float()
-            domains[name] = [(X.to(device), y.to(device))]
-        return domains, f"random inputs ({reason})"
 
 
 def plain_loop(model, loss_func, domains, dirs, alphas, betas):
