@@ -111,7 +111,7 @@ def main() -> None:
 
     from landscape import curvature as C
     from landscape.models import colored_mnist_mlp
-    from landscape.operators import curvature_operator
+    from landscape.curvature.operators import curvature_operator
 
     torch.manual_seed(args.seed)
     model = colored_mnist_mlp().eval()

@@ -44,7 +44,7 @@ from torch import nn  # noqa: E402
 from landscape.device import resolve_device  # noqa: E402
 from landscape.inconsistency import NotPositiveDefiniteError, inconsistency_score  # noqa: E402
 from landscape.models import colored_mnist_mlp  # noqa: E402
-from landscape.operators import CurvatureOperator  # noqa: E402
+from landscape.curvature.operators import CurvatureOperator  # noqa: E402
 
 
 def products(result) -> str:

@@ -1,5 +1,5 @@
 """Time one full-batch training step (forward both domains, loss, backward, Adam step) of the
-Colored MNIST MLP for ERM and for each penalty via :class:`landscape.penalties.Penalties`,
+Colored MNIST MLP for ERM and for each penalty via :class:`landscape.training.penalties.Penalties`,
 and print the ratios to ERM. The project's CPU goal: Fishr / ERM <= 1.15.
 
     python benchmarks/bench_penalties.py            # 2 x 25,000 samples, 2 threads
@@ -17,7 +17,7 @@ import time
 import torch
 
 from landscape.models import colored_mnist_mlp
-from landscape.penalties import Penalties
+from landscape.training.penalties import Penalties
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Time one training step of ERM and of Fishr side by side, and print the ratio Fishr / ERM.
 
-One step is what :meth:`landscape.train.Trainer.train_step` does in a run: the full-batch
+One step is what :meth:`landscape.training.Trainer.train_step` does in a run: the full-batch
 forward of both training domains (25,000 images each), the risks, the penalty, the
 backward and the Adam update, plus the cheap no-grad evaluation of the two test domains
 (10,000 images each). Measured with and without logging every penalty (IRM, V-REx, Fishr)
@@ -25,7 +25,7 @@ import time
 import torch
 
 from landscape.device import resolve_device
-from landscape.train import TrainConfig, Trainer
+from landscape.training import TrainConfig, Trainer
 
 FULL = {"train": 25_000, "test": 10_000}
 QUICK = {"train": 2_000, "test": 1_000}

@@ -29,11 +29,11 @@ _EXPORTS = {
     "build_loss": "landscape.losses",
     "select_params": "landscape.params",
     # penalties and training
-    "fishr_penalty": "landscape.penalties",
-    "irm_penalty": "landscape.penalties",
-    "vrex_penalty": "landscape.penalties",
-    "train": "landscape.train",
-    "TrainConfig": "landscape.train",
+    "fishr_penalty": "landscape.training.penalties",
+    "irm_penalty": "landscape.training.penalties",
+    "vrex_penalty": "landscape.training.penalties",
+    "train": "landscape.training",
+    "TrainConfig": "landscape.training",
     # checkpoints
     "save_checkpoint": "landscape.checkpoint",
     "load_checkpoint": "landscape.checkpoint",

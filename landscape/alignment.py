@@ -1,6 +1,6 @@
 """Hessian alignment over training: the Fishr paper's analysis of Colored MNIST runs.
 
-For every saved checkpoint of a run folder (see :mod:`landscape.train`), for two domains A
+For every saved checkpoint of a run folder (see :mod:`landscape.training`), for two domains A
 and B (by default the training domains ``"+80%"`` and ``"+90%"``) and a parameter subset
 (by default Fishr's head, ``"classifier"``), :func:`alignment_trajectory` measures
 
@@ -105,7 +105,7 @@ def alignment_trajectory(
     """Measure the alignment of two domains at every checkpoint of a run folder.
 
     Args:
-        run_dir: a folder written by :func:`landscape.train.train`.
+        run_dir: a folder written by :func:`landscape.training.train`.
         algorithms: which algorithms (default: all in the folder).
         pair: the two domains compared.
         params: parameter selection (default Fishr's head).

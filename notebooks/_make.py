@@ -40,8 +40,8 @@ ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 print(f"SMOKE = {SMOKE}, repository root: {ROOT}")"""
 
 RUN = """\
-from landscape.commands.reproduce import CHECKPOINT_STEPS
-from landscape.train import TrainConfig, train
+from landscape.cli.reproduce import CHECKPOINT_STEPS
+from landscape.training import TrainConfig, train
 
 if SMOKE:
     RUN = Path(tempfile.mkdtemp(prefix="landscape-smoke-")) / "run"
@@ -135,7 +135,7 @@ classifier head, and $\\lambda_t$ jumps at the anneal step (Fishr only; ERM has
 $\\lambda = 0$). `train` writes a resumable run folder; calling it again on a finished
 folder only reloads.""",
     """\
-from landscape.train import TrainConfig, checkpoint_path, train
+from landscape.training import TrainConfig, checkpoint_path, train
 
 config = TrainConfig(
     algorithms=["erm", "fishr"], restarts=1, steps=STEPS, anneal_step=ANNEAL, subsample=N,
@@ -224,7 +224,7 @@ points. Algorithms absent from the run are left out.""",
     RUN,
     """\
 from landscape.paper import compare_table2
-from landscape.train import RunResults
+from landscape.training import RunResults
 
 results = RunResults.load(RUN / "results")
 restarts = {algo: len(seeds) for algo, seeds in results.seeds.items()}
@@ -305,7 +305,7 @@ Every entry is `compare_domains` on one checkpoint with the domains rebuilt from
 checkpoint's metadata: here the last checkpoint of Fishr's restart 0.""",
     """\
 from landscape import build_domains, build_loss, compare_domains, load_checkpoint
-from landscape.train import checkpoint_path
+from landscape.training import checkpoint_path
 
 step = int(traj.steps[-1])
 model, meta = load_checkpoint(checkpoint_path(RUN, "fishr", 0, step))
@@ -325,7 +325,7 @@ $$I^\\varepsilon(\\theta^*) \\approx \\max_{(A,B)} \\big[ R_B(\\theta^*) - R_A(\
 
 (`landscape/inconsistency.py`): the risk gap between two training domains plus how much
 more $B$'s loss curves than $A$'s inside the region where $A$'s loss moves by at most
-$\\varepsilon$. The paper argues that Fishr lowers both terms. `landscape.reproduce.analyse_run`
+$\\varepsilon$. The paper argues that Fishr lowers both terms. `landscape.pipeline.analyse_run`
 computes, for the final checkpoint of every algorithm, the score of the head (dense,
 exact) and of the whole network (matrix-free), both on the top-$k$ eigenspace of $H_A$ (a
 trained ReLU network's $H_A$ is singular), each with an empirical check along the true
@@ -335,7 +335,7 @@ in the analysis folder are read, not recomputed.""",
     "md:" + RUN_MD,
     RUN,
     """\
-from landscape.reproduce import analyse_run, summary
+from landscape.pipeline import analyse_run, summary
 
 ANALYSIS = RUN.parent / "analysis"
 settings = (dict(subsample=100, head_k=5, network_k=3, grid=5) if SMOKE
@@ -383,9 +383,9 @@ $f_e(\\alpha, \\beta) = R_e(\\theta_0 + \\alpha\\delta + \\beta\\eta)$ for every
 plane and one colour scale, and a difference between two domains:
 
 * `surface_plane`: the plane through the initial weights (origin) and the final weights
-  of ERM and Fishr (`landscape.directions.plane_directions`);
+  of ERM and Fishr (`landscape.surface.directions.plane_directions`);
 * `surface_inconsistency_<algo>`: the plane of the head's maximising direction of
-  $I^\\varepsilon$ and a second direction (`landscape.directions.inconsistency_directions`).""",
+  $I^\\varepsilon$ and a second direction (`landscape.surface.directions.inconsistency_directions`).""",
     """\
 from landscape.surface import SurfaceResult
 

@@ -21,7 +21,7 @@ from landscape.curvature import compare_domains
 from landscape.data import build_domains, data_spec
 from landscape.domains import pick_domains, truncate
 from landscape.losses import build_loss
-from landscape.train import TrainConfig, checkpoint_path, train
+from landscape.training import TrainConfig, checkpoint_path, train
 
 SPEC = data_spec("gaussian_classification", n_domains=4, n=48, dim=3, spurious=[0.9, 0.8, 0.1, 0.5])
 PAIR = ["d0", "d1"]

@@ -21,7 +21,7 @@ def load_histories(
     With ``steps``, restarts whose history does not reach that step (still running, or
     interrupted) are left out, so that the curves average complete runs only.
     """
-    from landscape.train import read_history
+    from landscape.training import read_history
 
     folders = sorted((Path(run_dir) / algorithm).glob("restart_*/history.csv"))
     out = []

@@ -1,0 +1,98 @@
+"""Train on Colored MNIST, analyse the checkpoints, draw the figures: the default job.
+
+Steps (each resumes when interrupted; see landscape.pipeline):
+  1. train ERM and Fishr with the Colored MNIST protocol (501 full-batch Adam steps,
+     penalty annealed at step 190) into OUT/run, with checkpoints along the way;
+  2. analyse into OUT/analysis: the inconsistency score I^eps of the head (dense) and of
+     the whole network (matrix-free), each with its empirical check on the true losses;
+     the Hessian alignment of the head over training; per-domain loss surfaces;
+  3. draw every figure into OUT/figures and print the results.
+
+The default is the protocol's data (25,000 images per training domain) with one restart:
+13 minutes on 2 CPU cores (measured from a fresh clone). --full runs 3 restarts.
+--subsample N is faster but not representative: with 5,000 images per domain the MLP
+memorises the noisy labels (ERM 98.6% train accuracy) and Fishr's gain disappears (48.7%
+on the -90% domain, measured here).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from landscape.cli._common import add_device_argument, add_out_argument
+
+HELP = "the default end-to-end job: train, analyse, draw (Colored MNIST, ERM vs Fishr)"
+CHECKPOINT_STEPS = [0, 50, 100, 150, 190, 250, 300, 400]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--algorithm",
+        nargs="+",
+        default=["erm", "fishr"],
+        metavar="NAME",
+        help="algorithms to train and compare (default: erm fishr)",
+    )
+    parser.add_argument("--restarts", type=int, default=None, help="default 1 (3 with --full)")
+    parser.add_argument(
+        "--subsample",
+        type=int,
+        default=None,
+        help="keep the first N images of each domain (default: all; not representative "
+        "below ~25,000, see above)",
+    )
+    parser.add_argument("--full", action="store_true", help="3 restarts (default 1)")
+    parser.add_argument("--steps", type=int, default=501, help="Adam steps (default 501)")
+    parser.add_argument(
+        "--epsilon", type=float, default=0.01, help="epsilon of I^eps (default 0.01)"
+    )
+    parser.add_argument(
+        "--analysis-subsample",
+        type=int,
+        default=2000,
+        help="samples per domain for the whole-network score and the surfaces (default 2000)",
+    )
+    parser.add_argument("--grid", type=int, default=21, help="surface points per axis (21)")
+    parser.add_argument("--data-dir", default=None, help="MNIST cache folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_device_argument(parser)
+    add_out_argument(parser, "runs/reproduce")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from landscape.device import resolve_device
+    from landscape.pipeline import analyse_run, draw_figures, summary
+    from landscape.training import TrainConfig, train
+
+    out = Path(args.out)
+    progress = not args.no_progress
+    restarts = args.restarts or (3 if args.full else 1)
+    subsample = args.subsample
+    config = TrainConfig(
+        algorithms=args.algorithm,
+        restarts=restarts,
+        steps=args.steps,
+        subsample=subsample,
+        checkpoint_steps=[s for s in CHECKPOINT_STEPS if s < args.steps],
+        device=args.device,
+    )
+    print(f"[1/3] training {', '.join(config.algorithms)} into {out / 'run'}")
+    results = train(config, out / "run", progress=progress, data_dir=args.data_dir)
+    print(results.markdown())
+    print(f"[2/3] analysing checkpoints into {out / 'analysis'}")
+    analyse_run(
+        out / "run",
+        out / "analysis",
+        epsilon=args.epsilon,
+        subsample=args.analysis_subsample,
+        grid=args.grid,
+        device=str(resolve_device(args.device)),
+        data_dir=args.data_dir,
+        progress=progress,
+    )
+    print(summary(out / "analysis"))
+    paths = draw_figures(out / "run", out / "analysis", out / "figures")
+    print(f"[3/3] {len(paths)} figures and tables in {out / 'figures'}")
+    return 0

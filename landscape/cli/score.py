@@ -1,0 +1,149 @@
+"""Compute the inconsistency score I^eps of a checkpoint (PAPER.md section 3).
+
+For every ordered pair (A, B) of domains: the risk gap R_B - R_A, the curvature term
+eps * lambda_max(H_B, H_A) and their sum; the score is the largest sum (at least eps). The
+table shows the pairwise matrix, the winning pair with its parts and, unless --no-check, the
+empirical check on the true losses beside the quadratic value: |R_B - R_A(theta*)| where R_A
+has changed by eps along the maximiser, and a projected ascent on R_B inside
+|R_A - R_A(theta*)| <= eps (a lower bound of Parascandolo's definition).
+
+The domains are rebuilt from the checkpoint's data spec (default: its training domains).
+Writes OUT/score.json and OUT/score.npz (the result, loadable with
+landscape.inconsistency.InconsistencyResult.load) and OUT/score_summary.json.
+
+Methods: dense (exact [D, D] curvature, e.g. --params classifier for Fishr's head),
+matrix-free (LOBPCG on curvature-vector products, whole networks), diagonal (ratios of
+diagonals, what Fishr matches). When H_A is not positive definite the command stops and
+says so; --remedy damping (H_A + damping * lambda_max(H_A) I) or --remedy top-k (the top-k
+eigenspace of H_A) make the problem well-posed, and are recorded.
+
+Example:
+  landscape score runs/fishr/final.safetensors --params classifier --epsilon 1e-3 1e-2
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from landscape.cli._common import (
+    add_analysis_arguments,
+    add_domains_argument,
+    add_params_argument,
+)
+
+HELP = "inconsistency score I^eps of a checkpoint: pairwise matrix, winning pair, parts, check"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="a checkpoint written by landscape train")
+    parser.add_argument(
+        "--epsilon",
+        type=float,
+        nargs="+",
+        default=[1e-3],
+        help="eps > 0, one or several values (the eigenproblem is solved once); default 1e-3",
+    )
+    add_params_argument(parser)
+    parser.add_argument(
+        "--method",
+        choices=["dense", "matrix-free", "diagonal"],
+        default="dense",
+        help="dense (exact, D up to a few thousand), matrix-free (whole networks) or "
+        "diagonal (ratios of diagonals); default dense",
+    )
+    parser.add_argument(
+        "--curvature",
+        choices=["hessian", "ggn", "ef"],
+        default="hessian",
+        help="Hessian, generalised Gauss-Newton or empirical Fisher; default hessian",
+    )
+    parser.add_argument(
+        "--diagonal-source",
+        choices=["hessian", "variance"],
+        default="hessian",
+        help="diagonal method: the curvature's diagonal or Fishr's gradient variances",
+    )
+    add_domains_argument(parser)
+    parser.add_argument(
+        "--subsample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use the first N samples of each domain (deterministic); default: all",
+    )
+    parser.add_argument(
+        "--remedy",
+        choices=["damping", "top-k"],
+        default=None,
+        help="when H_A is not positive definite: damping (relative to lambda_max(H_A)) or "
+        "top-k (restrict to its top-k eigenspace); default: stop and report",
+    )
+    parser.add_argument(
+        "--damping", type=float, default=1e-3, help="relative damping for --remedy damping"
+    )
+    parser.add_argument("--k", type=int, default=20, help="subspace size for --remedy top-k")
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run the empirical check on the true losses (default: on)",
+    )
+    parser.add_argument(
+        "--check-steps", type=int, default=30, help="projected-ascent steps of the check"
+    )
+    parser.add_argument(
+        "--solver",
+        choices=["lobpcg", "eigsh"],
+        default="lobpcg",
+        help="matrix-free eigensolver; default lobpcg",
+    )
+    parser.add_argument(
+        "--maxiter", type=int, default=100, help="matrix-free eigensolver iterations"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random start")
+    add_analysis_arguments(parser, "score")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from landscape.cli._common import load_for_analysis, params_from_args
+    from landscape.inconsistency import _check_epsilon, inconsistency_score
+    from landscape.io import write_json
+
+    _check_epsilon(args.epsilon)  # fail before loading anything
+    model, meta, domains, loss_func = load_for_analysis(
+        args.checkpoint,
+        device=args.device,
+        data_dir=args.data_dir,
+        domains=args.domains,
+        subsample=args.subsample,
+    )
+    params = params_from_args(args.params)
+    result = inconsistency_score(
+        model,
+        loss_func,
+        domains,
+        args.epsilon if len(args.epsilon) > 1 else args.epsilon[0],
+        params=params,
+        method=args.method,
+        curvature=args.curvature,
+        diagonal_source=args.diagonal_source,
+        remedy=args.remedy,
+        damping=args.damping,
+        k=args.k,
+        check=args.check,
+        check_steps=args.check_steps,
+        solver=args.solver,
+        maxiter=args.maxiter,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(result.table())
+    out = Path(args.out)
+    path = result.save(out / "score")
+    summary = result.summary()
+    summary.update(checkpoint=str(args.checkpoint), params=args.params, subsample=args.subsample)
+    write_json(out / "score_summary.json", summary)
+    print(f"\nwrote {path}, {path.with_suffix('.npz')} and {out / 'score_summary.json'}")
+    return 0

@@ -1,1 +1,0 @@
-"""Sub-commands of the ``landscape`` command line (see :mod:`landscape.cli`)."""

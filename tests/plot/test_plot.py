@@ -1,0 +1,264 @@
+"""Tests of landscape.plot: every figure is drawn from results loaded from disk (the analyses
+are monkeypatched to fail while plotting), with the expected panels and the saved numbers
+on them; clear errors for unknown domains, differences, metrics."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import landscape.curvature  # noqa: E402
+import landscape.inconsistency  # noqa: E402
+import landscape.surface  # noqa: E402
+from landscape.alignment import AlignmentTrajectory, alignment_trajectory  # noqa: E402
+from landscape.checkpoint import load_checkpoint  # noqa: E402
+from landscape.data import build_domains  # noqa: E402
+from landscape.surface.directions import random_directions  # noqa: E402
+from landscape.domains import pick_domains  # noqa: E402
+from landscape.inconsistency import InconsistencyResult, inconsistency_score  # noqa: E402
+from landscape.losses import build_loss  # noqa: E402
+from landscape.plot import (  # noqa: E402
+    plot_alignment,
+    plot_pairwise,
+    plot_score_parts,
+    plot_surface,
+    plot_training_curves,
+)
+from landscape.plot.style import ALGORITHM_COLORS, algorithm_color, algorithm_name  # noqa: E402
+from landscape.surface import SurfaceResult, loss_surface  # noqa: E402
+from landscape.training import checkpoint_path, read_history, train  # noqa: E402
+from tests.test_alignment import tiny_run_config  # noqa: E402
+
+DOMAINS = ["d0", "d1", "d2", "d3"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny run and, saved next to it, an alignment, two I^eps results and a surface."""
+    root = tmp_path_factory.mktemp("plot")
+    run = root / "run"
+    train(tiny_run_config(), run, progress=False)
+    alignment_trajectory(run, pair=["d0", "d1"], progress=False).save(root / "alignment")
+    for algo in ("erm", "fishr"):
+        model, meta = load_checkpoint(checkpoint_path(run, algo, 0, 6))
+        domains = build_domains(meta["data"])
+        res = inconsistency_score(
+            model, build_loss("bce"), pick_domains(domains, ["d0", "d1", "d2"]), 0.01,
+            params="classifier", method="dense", remedy="top-k", k=3, progress=False,
+        )  # fmt: skip
+        res.save(root / f"score_{algo}")
+    dirs = random_directions(model, seed=0)
+    loss_surface(model, build_loss("bce"), domains, dirs, grid=(-1.0, 1.0, 5),
+                 progress=False).save(root / "surface")  # fmt: skip
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_recompute(monkeypatch):
+    """Plotting must only read results: any analysis called while plotting fails the test."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a plot recomputed an analysis")
+
+    for module, name in [
+        (landscape.inconsistency, "inconsistency_score"),
+        (landscape.surface, "loss_surface"),
+        (landscape.curvature, "compare_domains"),
+        (landscape.curvature, "gradient_variance"),
+        (landscape.curvature, "hessian_diagonal"),
+    ]:
+        monkeypatch.setattr(module, name, fail)
+    yield
+    plt.close("all")
+
+
+def column(run, algo, restart, name) -> np.ndarray:
+    return np.array(
+        [r[name] for r in read_history(run / algo / f"restart_{restart}" / "history.csv")]
+    )
+
+
+def lines_by_label(ax) -> dict:
+    return {
+        line.get_label(): line for line in ax.get_lines() if not line.get_label().startswith("_")
+    }
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def test_training_curves_one_panel_per_domain_mean_over_restarts(saved):
+    run = saved / "run"
+    fig, axes = plot_training_curves(run)
+    assert axes.shape == (1, 4)
+    assert [ax.get_title() for ax in axes[0]] == [f"domain {d}" for d in DOMAINS]
+    for ax, domain in zip(axes[0], DOMAINS, strict=True):
+        lines = lines_by_label(ax)
+        assert set(lines) == {"ERM", "Fishr"}
+        for algo, label in (("erm", "ERM"), ("fishr", "Fishr")):
+            values = np.stack([column(run, algo, k, f"acc/{domain}") for k in (0, 1)])
+            np.testing.assert_allclose(lines[label].get_ydata(), 100 * values.mean(0))
+            assert lines[label].get_xdata().tolist() == list(range(7))
+        # the anneal step's dotted line
+        assert any(
+            np.allclose(line.get_xdata(), 3)
+            for line in ax.get_lines()
+            if line.get_linestyle() == ":"
+        )
+    assert axes[0, 0].get_ylabel() == "accuracy (%)"
+
+
+def test_training_curves_subset_and_loss(saved):
+    run = saved / "run"
+    fig, axes = plot_training_curves(run, algorithms=["fishr"], domains=["d2"], metric="loss")
+    assert axes.shape == (1, 1)
+    (line,) = lines_by_label(axes[0, 0]).values()
+    assert line.get_label() == "Fishr"
+    expected = (column(run, "fishr", 0, "loss/d2") + column(run, "fishr", 1, "loss/d2")) / 2
+    np.testing.assert_allclose(line.get_ydata(), expected)
+    assert axes[0, 0].get_ylabel() == "loss"
+
+
+def test_training_curves_errors(saved, tmp_path):
+    run = saved / "run"
+    with pytest.raises(ValueError, match=r"unknown domain 'gray'; available: d0, d1, d2, d3"):
+        plot_training_curves(run, domains=["d0", "gray"])
+    with pytest.raises(ValueError, match=r"unknown metric 'nll'; use 'acc' or 'loss'"):
+        plot_training_curves(run, metric="nll")
+    with pytest.raises(FileNotFoundError, match=r"no finished history of 'irm'"):
+        plot_training_curves(run, algorithms=["irm"])
+    with pytest.raises(FileNotFoundError, match=r"is not a run folder"):
+        plot_training_curves(tmp_path)
+
+
+# ---------------------------------------------------------------------------- alignment
+
+
+def test_alignment_from_saved_trajectory(saved):
+    traj = AlignmentTrajectory.load(saved / "alignment")
+    fig, axes = plot_alignment(traj, hessian_scale=100.0)
+    assert len(axes) == 2
+    left, right = lines_by_label(axes[0]), lines_by_label(axes[1])
+    assert set(left) == {"ERM: Var", "ERM: Hessian ×100", "Fishr: Var", "Fishr: Hessian ×100"}
+    np.testing.assert_allclose(
+        left["Fishr: Var"].get_ydata(), traj.variance_distance["fishr"].mean(0)
+    )
+    np.testing.assert_allclose(
+        left["ERM: Hessian ×100"].get_ydata(), 100 * traj.diagonal_distance["erm"].mean(0)
+    )
+    np.testing.assert_allclose(
+        right["ERM: Hessian"].get_ydata(), traj.diagonal_cosine["erm"].mean(0)
+    )
+    assert left["Fishr: Var"].get_xdata().tolist() == [0, 2, 4, 6]
+    assert left["Fishr: Var"].get_color() == ALGORITHM_COLORS["fishr"]
+    assert axes[0].get_yscale() == "log"
+    assert "d1 vs d0" in axes[0].get_ylabel()
+    for ax in axes:  # anneal step
+        assert any(np.allclose(line.get_xdata(), 3) for line in ax.get_lines())
+
+
+def test_alignment_mean_ignores_missing_checkpoints(saved):
+    traj = AlignmentTrajectory.load(saved / "alignment")
+    traj.variance_distance["erm"][1, 2] = np.nan
+    _, axes = plot_alignment(traj)
+    y = lines_by_label(axes[0])["ERM: Var"].get_ydata()
+    assert y[2] == pytest.approx(traj.variance_distance["erm"][0, 2])
+    assert np.isfinite(y).all()
+
+
+# ------------------------------------------------------------------------ inconsistency
+
+
+def test_pairwise_heatmap_from_saved_result(saved):
+    res = InconsistencyResult.load(saved / "score_fishr")
+    fig, ax = plot_pairwise(res)
+    assert len(fig.axes) == 2  # heatmap + colour bar
+    image = ax.get_images()[0].get_array()
+    np.testing.assert_allclose(image, res.values[0])
+    texts = [t.get_text() for t in ax.texts]
+    assert len(texts) == 9 and texts[1] == f"{res.values[0][0, 1]:.3g}"
+    a, b = res.pair
+    (rect,) = ax.patches
+    assert rect.get_xy() == (res.domains.index(b) - 0.5, res.domains.index(a) - 0.5)
+    assert [t.get_text() for t in ax.get_xticklabels()] == res.domains
+    # drawn into a given axis
+    fig2, axes2 = plt.subplots(1, 2)
+    f, a2 = plot_pairwise(res, ax=axes2[1])
+    assert f is fig2 and a2 is axes2[1] and len(axes2[1].get_images()) == 1
+
+
+def test_score_parts_from_saved_results(saved):
+    results = {a: InconsistencyResult.load(saved / f"score_{a}") for a in ("erm", "fishr")}
+    fig, ax = plot_score_parts(results)
+    bars = ax.patches
+    assert len(bars) == 4  # risk gap and curvature term per model
+    for k, res in enumerate(results.values()):
+        i, j = res.domains.index(res.pair[0]), res.domains.index(res.pair[1])
+        assert bars[k].get_height() == pytest.approx(res.risk_gap[i, j])
+        assert bars[2 + k].get_height() == pytest.approx(res.curvature_term[0, i, j])
+        # stacked: the risk gap plus the curvature term is the score
+        assert bars[k].get_height() + bars[2 + k].get_height() == pytest.approx(res.score)
+    marker = lines_by_label(ax)["empirical check (true losses)"]
+    expected = [
+        float(np.asarray(r.check["empirical_score"]).reshape(-1)[0]) for r in results.values()
+    ]
+    np.testing.assert_allclose(marker.get_ydata(), expected)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["erm", "fishr"]
+    with pytest.raises(ValueError, match="no result to draw"):
+        plot_score_parts({})
+
+
+# ------------------------------------------------------------------------------ surface
+
+
+def test_surface_panels_and_shared_scale(saved):
+    res = SurfaceResult.load(saved / "surface")
+    fig, axes = plot_surface(res)
+    assert len(axes) == 5  # four domains + "d1 - d0"
+    assert axes[-1].get_title() == "loss d1 - d0"
+    assert [ax.get_title() for ax in axes[:4]] == [f"{d}: loss" for d in DOMAINS]
+    # one colour scale: every domain's contour levels are the same, spanning all domains
+    levels = [ax.collections[0].levels for ax in axes[:4]]
+    for lv in levels[1:]:
+        np.testing.assert_array_equal(lv, levels[0])
+    stack = np.log10(np.stack([res.losses[d] for d in DOMAINS]))
+    assert levels[0][0] == pytest.approx(stack.min()) and levels[0][-1] == pytest.approx(
+        stack.max()
+    )
+
+
+def test_surface_choices(saved):
+    res = SurfaceResult.load(saved / "surface")
+    fig, axes = plot_surface(res, domains=["d2", "d0"], difference="d2 - d3")
+    assert len(axes) == 3 and axes[-1].get_title() == "loss d2 - d3"
+    fig, axes = plot_surface(res, domains=["d3"], difference="auto")
+    assert len(axes) == 1
+    fig, axes = plot_surface(res, value="accuracy", difference=None, log=True)
+    assert len(axes) == 4 and axes[0].get_title() == "d0: accuracy"
+    levels = axes[0].collections[0].levels
+    acc = np.stack([res.accuracies[d] for d in DOMAINS])
+    assert levels[0] == pytest.approx(acc.min())  # never log for accuracies
+
+
+def test_surface_errors(saved):
+    res = SurfaceResult.load(saved / "surface")
+    with pytest.raises(ValueError, match=r"unknown domain 'gray'; available: d0, d1, d2, d3"):
+        plot_surface(res, domains=["d0", "gray"])
+    with pytest.raises(ValueError, match=r"no difference 'd0 - d9'; available: d1 - d0, "):
+        plot_surface(res, difference="d0 - d9")
+    with pytest.raises(ValueError, match=r"unknown value 'risk'; use 'loss' or 'accuracy'"):
+        plot_surface(res, value="risk")
+    res.accuracies = {}
+    with pytest.raises(ValueError, match="the result has no accuracy values"):
+        plot_surface(res, value="accuracy")
+
+
+def test_style_helpers():
+    assert algorithm_name("vrex") == "V-REx" and algorithm_name("mine") == "mine"
+    assert algorithm_color("fishr") == ALGORITHM_COLORS["fishr"]
+    assert algorithm_color("mine") == "#333333"
