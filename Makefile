@@ -1,7 +1,7 @@
 # Two commands for a new user (see README.md):
 #   make demo   set up .venv (if needed) and run the default end-to-end job (`landscape reproduce`)
 #   make test   set up .venv (if needed) and run the test suite
-# torch is pinned in the same pip call as everything that depends on it (see ../shared/ENV.md).
+# torch is pinned in the same pip call as everything that depends on it (a CPU build here, the CUDA build on a GPU machine).
 
 PYTHON ?= python3
 VENV ?= .venv

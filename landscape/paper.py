@@ -1,7 +1,7 @@
 """The Fishr paper's published numbers, and our results set beside them.
 
 Table 2 of Rame, Dancette & Cord (ICML 2022): Colored MNIST, IRM protocol, accuracies (%)
-at the last step, mean ± std over 10 restarts (PAPER.md section 4).
+at the last step, mean ± std over 10 restarts (docs/method.md section 4).
 """
 
 from __future__ import annotations

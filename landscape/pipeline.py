@@ -80,7 +80,7 @@ def analyse_run(
         subsample: samples per domain for the whole-network score and the surfaces (the
             head score and the alignment use every sample); ``None`` for all.
         head_k, network_k: dimension of the top eigenspace of H_A the ellipsoid is restricted
-            to, for the head and the whole network (the trouble spot of PAPER.md section 3:
+            to, for the head and the whole network (the trouble spot of docs/method.md section 3:
             a trained ReLU network's H_A is singular or indefinite, so the unrestricted
             maximum is unbounded; the restriction is recorded in each result).
         grid: points per axis of the surfaces.

@@ -1,11 +1,19 @@
-"""Shared test fixtures: small seeded models and domains, float32 and float64."""
+"""Shared test fixtures: the case registry of ``tests/cases.py``, dtypes and devices."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from landscape.models import MLP
+from tests.cases import (  # noqa: F401  (re-exported for the tests that import them here)
+    CASES,
+    DEVICES,
+    DTYPES,
+    make_binary_domains,
+    make_mlp,
+    make_multiclass_domains,
+    make_regression_domains,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -14,38 +22,18 @@ def _seed_and_threads():
     yield
 
 
-@pytest.fixture(params=[torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.fixture(params=DTYPES, ids=["float32", "float64"])
 def dtype(request):
     return request.param
 
 
-def make_binary_domains(n_domains=2, n=64, dim=6, seed=0, dtype=torch.float64):
-    """Small two-class domains for BCEWithLogitsLoss: ``{name: [(X [n, dim], y [n, 1])]}``."""
-    g = torch.Generator().manual_seed(seed)
-    domains = {}
-    for e in range(n_domains):
-        X = torch.randn(n, dim, generator=g, dtype=dtype) + 0.3 * e
-        y = (torch.rand(n, 1, generator=g, dtype=dtype) < 0.5).to(dtype)
-        domains[f"d{e}"] = [(X, y)]
-    return domains
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """``"cpu"``, and ``"cuda"`` where one is present."""
+    return request.param
 
 
-def make_multiclass_domains(n_domains=2, n=64, dim=6, classes=3, seed=0, dtype=torch.float64):
-    """Small domains for CrossEntropyLoss: ``{name: [(X [n, dim], y [n])]}``."""
-    g = torch.Generator().manual_seed(seed)
-    domains = {}
-    for e in range(n_domains):
-        X = torch.randn(n, dim, generator=g, dtype=dtype) + 0.3 * e
-        y = torch.randint(0, classes, (n,), generator=g)
-        domains[f"d{e}"] = [(X, y)]
-    return domains
-
-
-def make_mlp(dim=6, hidden=(5, 4), out=1, seed=0, dtype=torch.float64):
-    """A small seeded :class:`landscape.models.MLP` in ``dtype``."""
-    torch.manual_seed(seed)
-    model = MLP(dim, list(hidden), out).to(dtype)
-    for p in model.parameters():  # non-zero biases so bias paths are exercised
-        if p.dim() == 1:
-            torch.nn.init.normal_(p, std=0.1)
-    return model.eval()
+@pytest.fixture(params=CASES, ids=[c.id for c in CASES])
+def case(request):
+    """One :class:`tests.cases.Case` (model × loss × parameters)."""
+    return request.param

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from landscape.params import flatten, select_params, unflatten
-from tests.conftest import make_mlp
+from tests.cases import make_mlp
 
 
 def test_select_all_prefix_and_names_keep_model_order():

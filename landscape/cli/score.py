@@ -1,4 +1,4 @@
-"""Compute the inconsistency score I^eps of a checkpoint (PAPER.md section 3).
+"""Compute the inconsistency score I^eps of a checkpoint (docs/method.md section 3).
 
 For every ordered pair (A, B) of domains: the risk gap R_B - R_A, the curvature term
 eps * lambda_max(H_B, H_A) and their sum; the score is the largest sum (at least eps). The

@@ -685,7 +685,7 @@ def hessian_diagonal(
     * ``"exact"``: :math:`\\operatorname{diag}\\nabla^2 R_e` (BackPACK ``DiagHessian``);
     * ``"ggn"``: :math:`\\operatorname{diag} \\frac1N\\sum_i J_i^\\top\\Lambda_i J_i`
       (``DiagGGNExact``); for the head of a network it equals the Hessian diagonal, since
-      the logits are linear in the head's weights (PAPER.md section 3);
+      the logits are linear in the head's weights (docs/method.md section 3);
     * ``"fisher_mc"``: Monte-Carlo Fisher with ``mc_samples`` labels drawn from the model per
       sample (``DiagGGNMC``, seeded with ``seed``);
     * ``"hutchinson"``: :math:`\\frac1m \\sum_j v_j \\odot A v_j` with ``num_probes``
@@ -1214,7 +1214,7 @@ def compare_domains(
 ) -> ComparisonResult:
     """Compare two or more domains' gradient variances, curvature diagonals and eigenspaces.
 
-    The quantities of the Fishr paper's Hessian-alignment analysis (PAPER.md section 5):
+    The quantities of the Fishr paper's Hessian-alignment analysis (docs/method.md section 5):
     for every pair (A, B), :math:`\\|v_A - v_B\\|^2` and :math:`\\cos(v_A, v_B)` between the
     gradient variances, the same between Hessian diagonals; for every domain the cosine
     between its variance and its Hessian diagonal (the premise Var :math:`\\approx` Hessian);

@@ -38,7 +38,7 @@ every path; by default (``method="auto"``) a closed form is used where one appli
 * Hessian and GGN of a selection **inside the layer that produces the model's output**
   (``params="classifier"``): the output :math:`z_i = W a_i + b` is affine in
   :math:`\\theta = (W, b)` because the layer's input :math:`a_i` does not depend on it, so
-  :math:`\\nabla^2_\\theta z_i = 0` and the Hessian **equals** the GGN (PAPER.md section 3):
+  :math:`\\nabla^2_\\theta z_i = 0` and the Hessian **equals** the GGN (docs/method.md section 3):
 
   .. math::
 

@@ -1,4 +1,4 @@
-r"""The inconsistency score :math:`I^\varepsilon` and its parts (PAPER.md section 3).
+r"""The inconsistency score :math:`I^\varepsilon` and its parts (docs/method.md section 3).
 
 Parascandolo et al. (2021) define, for weights :math:`\theta^*` and :math:`\varepsilon > 0`,
 
@@ -31,7 +31,7 @@ This module has three layers:
 
 * the linear algebra on a pair of curvatures (:func:`generalized_eig_dense`,
   :func:`generalized_eig_matrix_free`, :func:`generalized_eig_diagonal`), each returning a
-  :class:`GeneralizedEig`, with the trouble spots of PAPER.md section 3 (``H_A`` singular or
+  :class:`GeneralizedEig`, with the trouble spots of docs/method.md section 3 (``H_A`` singular or
   indefinite) detected and either reported as a :class:`NotPositiveDefiniteError` carrying a
   report, or handled by the remedy the caller chose (relative damping, restriction to the
   top-``k`` eigenspace of ``H_A``);
@@ -1510,7 +1510,7 @@ def inconsistency_score(
 
     For every ordered pair ``(A, B)`` of domains: the risk term :math:`R_B - R_A`, the
     curvature term :math:`\varepsilon \max(\lambda_{\max}(H_B, H_A), 0)` and their sum; the
-    score is the largest sum (at least ``ε``, the value of ``(A, A)``), as in PAPER.md
+    score is the largest sum (at least ``ε``, the value of ``(A, A)``), as in docs/method.md
     section 3 (Parascandolo et al. 2021; Rame et al. 2022, section 3). The eigenproblems are
     solved once: a list of ``ε`` costs nothing more (the curvature term is linear in ``ε``)
     except for the empirical check.

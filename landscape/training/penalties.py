@@ -18,7 +18,7 @@ objective is ``mean_e R_e + lambda * penalty`` with one of (``ALGORITHMS``):
 * ``"fishr_all"``: the centered diagonal variance of every parameter of the network (every
   layer must be an ``nn.Linear``); computed without materialising per-sample gradients.
 
-Scalings (PAPER.md section 2: public implementations disagree, and ``lambda`` only makes
+Scalings (docs/method.md section 2: public implementations disagree, and ``lambda`` only makes
 sense with its own form). ``distance="sum"`` (the default) follows the Colored MNIST script
 of the Fishr authors, whose protocol hyperparameters (penalty weight 91257.19) we reuse:
 

@@ -10,7 +10,7 @@ from torch import nn
 from landscape import curvature as C
 from landscape.curvature import reference as ref
 from landscape.models import colored_mnist_mlp
-from tests.conftest import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
 
 CASES = {
     "bce": (nn.BCEWithLogitsLoss, make_binary_domains, 1),
@@ -181,7 +181,7 @@ def test_linear_mse_closed_form():
 
 
 def test_head_of_colored_mnist_mlp_exact_equals_ggn():
-    """PAPER.md section 3: the logits are linear in the head, so its Hessian is its GGN."""
+    """docs/method.md section 3: the logits are linear in the head, so its Hessian is its GGN."""
     torch.manual_seed(0)
     model = colored_mnist_mlp().double().eval()
     g = torch.Generator().manual_seed(0)

@@ -18,7 +18,7 @@ from landscape.curvature.operators import (
     is_backpack_extended,
     plain_copy,
 )
-from tests.conftest import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
 
 CASES = {
     "bce": (nn.BCEWithLogitsLoss, make_binary_domains, 1),

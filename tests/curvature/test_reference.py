@@ -8,7 +8,7 @@ from torch import nn
 
 from landscape.curvature import reference as ref
 from landscape.params import select_params
-from tests.conftest import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
 
 CASES = {
     "bce": (nn.BCEWithLogitsLoss, make_binary_domains, 1),

@@ -31,7 +31,7 @@ from landscape.inconsistency import (
     lanczos_extremes,
     line_check,
 )
-from tests.conftest import make_binary_domains, make_mlp
+from tests.cases import make_binary_domains, make_mlp
 
 # ------------------------------------------------------------------------------ helpers
 

@@ -19,7 +19,7 @@ from landscape.surface.directions import (
     trajectory_directions,
 )
 from landscape.params import flatten
-from tests.conftest import make_mlp
+from tests.cases import make_mlp
 
 
 class ConvNet(nn.Module):
@@ -257,7 +257,7 @@ def test_inconsistency_directions_from_a_result():
 
 def test_inconsistency_directions_from_inconsistency_score():
     from landscape.inconsistency import inconsistency_score
-    from tests.conftest import make_binary_domains
+    from tests.cases import make_binary_domains
 
     model = make_mlp()
     domains = make_binary_domains(2)
@@ -286,7 +286,7 @@ def test_inconsistency_directions_from_inconsistency_score():
 def test_eigen_directions_are_the_top_hessian_eigenvectors():
     from landscape.surface.directions import eigen_directions
     from landscape.curvature.reference import dense_hessian
-    from tests.conftest import make_binary_domains
+    from tests.cases import make_binary_domains
 
     model = make_mlp()
     domains = make_binary_domains(2)

@@ -13,7 +13,7 @@ from landscape.surface.directions import plane_directions, random_directions, tr
 from landscape.models import MLP
 from landscape.params import flatten
 from landscape.surface import SurfaceResult, first_linear_layer, loss_surface, make_grid
-from tests.conftest import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
 
 
 class ConvBN(nn.Module):

@@ -26,7 +26,7 @@ from landscape.training.penalties import (
     irm_penalty,
     vrex_penalty,
 )
-from tests.conftest import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
 
 # ----------------------------------------------------------------------------- references
 
