@@ -1,7 +1,10 @@
 """The ``landscape`` command: ``landscape {reproduce,train,curvature,score,surface,figures,data}``.
 
 Each sub-command lives in ``landscape/cli/<name>.py`` with ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Errors on bad input print one line
+``add_arguments(parser)`` and ``run(args) -> int``; this package is argparse only, the work
+is done by library calls. Every sub-command also takes ``--threads N`` (torch and BLAS
+threads, :func:`landscape.device.set_threads`), and no option may be abbreviated
+(``--data`` is not read as ``--data-dir``). Errors on bad input print one line
 ``landscape <command>: error: ...`` and exit with status 2.
 """
 
@@ -11,38 +14,47 @@ import argparse
 import importlib
 import sys
 
+from landscape.cli._common import add_threads_argument
+
 COMMANDS = ["reproduce", "train", "curvature", "score", "surface", "figures", "data"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``landscape`` parser with one sub-parser per command (abbreviations refused)."""
     parser = argparse.ArgumentParser(
         prog="landscape",
         description="Loss-landscape inconsistency between training domains (Fishr, I^eps).",
+        allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"landscape.cli.{name}")
-        except ModuleNotFoundError as err:  # a command still under construction
-            if err.name == f"landscape.cli.{name}":
-                continue
-            raise
+        module = importlib.import_module(f"landscape.cli.{name}")
         cmd = sub.add_parser(
             name,
             help=module.HELP,
             description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,  # not inherited from the main parser
         )
         module.add_arguments(cmd)
+        add_threads_argument(cmd)
         cmd.set_defaults(_module=module, _parser=cmd)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``landscape`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    The command runs with ``--threads`` threads; the previous thread counts are restored
+    when it returns, so calling ``main`` from Python leaves the caller's settings alone.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    from landscape.device import set_threads
+
     try:
-        return int(args._module.run(args) or 0)
+        with set_threads(args.threads):
+            return int(args._module.run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as err:
         args._parser.error(str(err))  # one line, exit status 2
     return 2

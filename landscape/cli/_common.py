@@ -1,8 +1,30 @@
-"""Arguments shared by several sub-commands."""
+"""Arguments shared by several sub-commands (argparse only: no torch import here)."""
 
 from __future__ import annotations
 
 import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="threads of torch and of the BLAS / OpenMP pools (NumPy, SciPy); default: "
+        "$OMP_NUM_THREADS if set, else the cores available to this process, at most 16",
+    )
 
 
 def add_device_argument(parser: argparse.ArgumentParser) -> None:

@@ -79,14 +79,136 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_analysis_arguments(parser, "curvature")
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+class _Report:
+    """What the command writes: the results' files, the per-domain table, the summary."""
 
+    def __init__(self, args: argparse.Namespace, domains) -> None:
+        from pathlib import Path
+
+        self.out = Path(args.out)
+        self.domains = list(domains)
+        self.rows: dict[str, dict[str, str]] = {name: {} for name in domains}
+        self.summary: dict = {
+            "checkpoint": str(args.checkpoint),
+            "domains": self.domains,
+            "files": [],
+        }
+
+    def save(self, result, stem: str) -> None:
+        self.summary["files"].append(str(result.save(self.out / stem)))
+
+    def column(self, name: str, values) -> None:
+        """One table column: ``values(domain) -> str``."""
+        for n in self.domains:
+            self.rows[n][name] = values(n)
+
+    def finish(self) -> None:
+        from landscape.io import write_json
+
+        self.summary["table"] = self.rows
+        columns = list(dict.fromkeys(c for r in self.rows.values() for c in r))
+        _print_table(self.rows, columns)
+        path = self.out / "curvature_summary.json"
+        write_json(path, self.summary)
+        print(f"\nwrote {len(self.summary['files'])} results and {path}")
+
+
+def _variance(C, args, analysis, report: _Report) -> None:
+    gv = C.gradient_variance(*analysis.call, **analysis.common)
+    report.save(gv, "variance")
+    report.column("sum Var(g)", lambda n: f"{gv.variance[n].sum():.4g}")
+
+
+def _diagonal(C, args, analysis, report: _Report) -> None:
+    hd = C.hessian_diagonal(
+        *analysis.call, method=args.diagonal_method, num_probes=args.probes, seed=args.seed,
+        **analysis.common,
+    )  # fmt: skip
+    report.save(hd, "diagonal")
+    report.column("sum diag", lambda n: f"{hd.diagonal[n].sum():.4g}")
+
+
+def _eigen(C, args, analysis, report: _Report) -> None:
+    eig = C.top_eigenpairs(
+        *analysis.call, k=args.k, which="both" if args.smallest else "largest",
+        curvature=args.curvature, seed=args.seed, **analysis.common,
+    )  # fmt: skip
+    report.save(eig, "eigen")
+    report.column("lambda_max", lambda n: f"{eig.largest_eigenvalues[n][0]:.5g}")
+    if args.smallest:
+        report.column("lambda_min", lambda n: f"{eig.smallest_eigenvalues[n][0]:.5g}")
+
+
+def _trace(C, args, analysis, report: _Report) -> None:
+    tr = C.hessian_trace(
+        *analysis.call, num_probes=args.probes, curvature=args.curvature, seed=args.seed,
+        **analysis.common,
+    )  # fmt: skip
+    report.save(tr, "trace")
+    report.column(
+        "trace (Hutchinson)", lambda n: f"{tr.trace[n]:.4g} +- {tr.standard_error[n]:.2g}"
+    )
+    try:
+        exact = C.hessian_trace(
+            *analysis.call, method="exact", curvature=args.curvature, **analysis.common
+        )
+    except ValueError as err:  # BackPACK cannot handle the model: say so, keep going
+        print(f"exact trace skipped: {err}")
+        return
+    report.save(exact, "trace_exact")
+    report.column("trace (exact)", lambda n: f"{exact.trace[n]:.4g}")
+
+
+def _density(C, args, analysis, report: _Report) -> None:
+    sd = C.spectral_density(
+        *analysis.call, num_probes=min(args.probes, 10), curvature=args.curvature,
+        seed=args.seed, **analysis.common,
+    )  # fmt: skip
+    report.save(sd, "density")
+
+
+def _compare(C, args, analysis, report: _Report) -> None:
     import numpy as np
 
+    cmp = C.compare_domains(
+        *analysis.call, k=args.k, diagonal_method=args.diagonal_method,
+        num_probes=args.probes, curvature=args.curvature, seed=args.seed, **analysis.common,
+    )  # fmt: skip
+    report.save(cmp, "compare")
+    report.summary["compare"] = {
+        "variance_distance": cmp.variance_distance.tolist(),
+        "variance_cosine": cmp.variance_cosine.tolist(),
+        "diagonal_distance": cmp.diagonal_distance.tolist(),
+        "diagonal_cosine": cmp.diagonal_cosine.tolist(),
+        "within_cosine": cmp.within_cosine.tolist(),
+        "largest_principal_angle": np.asarray(cmp.principal_angles).max(-1).tolist(),
+    }
+    index = {n: i for i, n in enumerate(report.domains)}
+    report.column("cos(Var, diag H)", lambda n: f"{cmp.within_cosine[index[n]]:.3f}")
+
+
+# --methods name -> what computes, saves and tabulates it (in the order of METHODS)
+_RUNNERS = {
+    "variance": _variance,
+    "diagonal": _diagonal,
+    "eigen": _eigen,
+    "trace": _trace,
+    "density": _density,
+    "compare": _compare,
+}
+
+
+class _Analysis:
+    """The loaded checkpoint as the curvature functions take it."""
+
+    def __init__(self, model, loss_func, domains, params, progress: bool) -> None:
+        self.call = (model, loss_func, domains)
+        self.common = {"params": params, "progress": progress}
+
+
+def run(args: argparse.Namespace) -> int:
     from landscape import curvature as C
     from landscape.cli._common import load_for_analysis, params_from_args
-    from landscape.io import write_json
 
     if args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
@@ -103,115 +225,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--methods compare needs at least 2 domains, got {len(domains)}; pass --domains"
         )
-    params = params_from_args(args.params)
-    progress = not args.quiet
-    out = Path(args.out)
-    common = {"params": params, "progress": progress}
-    summary: dict = {"checkpoint": str(args.checkpoint), "domains": list(domains), "files": []}
-    rows: dict[str, dict[str, str]] = {name: {} for name in domains}
-
-    def save(result, stem):
-        path = result.save(out / stem)
-        summary["files"].append(str(path))
-
-    if "variance" in args.methods:
-        gv = C.gradient_variance(model, loss_func, domains, **common)
-        save(gv, "variance")
-        for n in domains:
-            rows[n]["sum Var(g)"] = f"{gv.variance[n].sum():.4g}"
-    if "diagonal" in args.methods:
-        hd = C.hessian_diagonal(
-            model,
-            loss_func,
-            domains,
-            method=args.diagonal_method,
-            num_probes=args.probes,
-            seed=args.seed,
-            **common,
-        )
-        save(hd, "diagonal")
-        for n in domains:
-            rows[n]["sum diag"] = f"{hd.diagonal[n].sum():.4g}"
-    if "eigen" in args.methods:
-        eig = C.top_eigenpairs(
-            model,
-            loss_func,
-            domains,
-            k=args.k,
-            which="both" if args.smallest else "largest",
-            curvature=args.curvature,
-            seed=args.seed,
-            **common,
-        )
-        save(eig, "eigen")
-        for n in domains:
-            rows[n]["lambda_max"] = f"{eig.largest_eigenvalues[n][0]:.5g}"
-            if args.smallest:
-                rows[n]["lambda_min"] = f"{eig.smallest_eigenvalues[n][0]:.5g}"
-    if "trace" in args.methods:
-        tr = C.hessian_trace(
-            model,
-            loss_func,
-            domains,
-            num_probes=args.probes,
-            curvature=args.curvature,
-            seed=args.seed,
-            **common,
-        )
-        save(tr, "trace")
-        for n in domains:
-            rows[n]["trace (Hutchinson)"] = f"{tr.trace[n]:.4g} +- {tr.standard_error[n]:.2g}"
-        try:
-            exact = C.hessian_trace(
-                model, loss_func, domains, method="exact", curvature=args.curvature, **common
-            )
-        except ValueError as err:  # BackPACK cannot handle the model: say so, keep going
-            print(f"exact trace skipped: {err}")
-        else:
-            save(exact, "trace_exact")
-            for n in domains:
-                rows[n]["trace (exact)"] = f"{exact.trace[n]:.4g}"
-    if "density" in args.methods:
-        sd = C.spectral_density(
-            model,
-            loss_func,
-            domains,
-            num_probes=min(args.probes, 10),
-            curvature=args.curvature,
-            seed=args.seed,
-            **common,
-        )
-        save(sd, "density")
-    if "compare" in args.methods:
-        cmp = C.compare_domains(
-            model,
-            loss_func,
-            domains,
-            k=args.k,
-            diagonal_method=args.diagonal_method,
-            num_probes=args.probes,
-            curvature=args.curvature,
-            seed=args.seed,
-            **common,
-        )
-        save(cmp, "compare")
-        summary["compare"] = {
-            "variance_distance": cmp.variance_distance.tolist(),
-            "variance_cosine": cmp.variance_cosine.tolist(),
-            "diagonal_distance": cmp.diagonal_distance.tolist(),
-            "diagonal_cosine": cmp.diagonal_cosine.tolist(),
-            "within_cosine": cmp.within_cosine.tolist(),
-            "largest_principal_angle": np.asarray(cmp.principal_angles).max(-1).tolist()
-            if args.k
-            else None,
-        }
-        for i, n in enumerate(domains):
-            rows[n]["cos(Var, diag H)"] = f"{cmp.within_cosine[i]:.3f}"
-    summary["table"] = rows
-    columns = list(dict.fromkeys(c for r in rows.values() for c in r))
-    _print_table(rows, columns)
-    write_json(out / "curvature_summary.json", summary)
-    print(f"\nwrote {len(summary['files'])} results and {out / 'curvature_summary.json'}")
+    analysis = _Analysis(model, loss_func, domains, params_from_args(args.params), not args.quiet)
+    report = _Report(args, domains)
+    for name in METHODS:
+        if name in args.methods:
+            _RUNNERS[name](C, args, analysis, report)
+    report.finish()
     return 0
 
 

@@ -44,13 +44,57 @@ KINDS = ("random", "eigen", "inconsistency", "plane", "trajectory")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint written by landscape train")
-    parser.add_argument(
+    _add_direction_arguments(parser.add_argument_group("directions"))
+    _add_grid_arguments(parser.add_argument_group("grid and evaluation"))
+    add_analysis_arguments(parser, "surface")
+
+
+def _add_direction_arguments(group) -> None:
+    group.add_argument(
         "--directions",
         default="random",
         metavar="KIND|FILE",
         help=f"{', '.join(KINDS)}, or a saved directions file; default random",
     )
-    parser.add_argument(
+    add_params_argument(group)
+    group.add_argument("--seed", type=int, default=0, help="seed of directions and subsample")
+    group.add_argument(
+        "--normalization",
+        choices=["filter", "layer", "none"],
+        default="filter",
+        help="random directions: rescaling to the weights; default filter",
+    )
+    group.add_argument(
+        "--include-biases",
+        action="store_true",
+        help="random directions: move biases and norm-layer parameters too",
+    )
+    group.add_argument(
+        "--checkpoints",
+        nargs="+",
+        default=None,
+        help="plane: one or two more checkpoints; trajectory: the trajectory's checkpoints",
+    )
+    group.add_argument(
+        "--eigen-domain", default=None, help="eigen: the domain whose Hessian is used"
+    )
+    group.add_argument(
+        "--epsilon", type=float, default=1e-3, help="inconsistency: eps of I^eps; default 1e-3"
+    )
+    group.add_argument(
+        "--remedy",
+        choices=["damping", "top-k"],
+        default=None,
+        help="inconsistency: when H_A is not positive definite (see landscape score --help)",
+    )
+    group.add_argument(
+        "--damping", type=float, default=1e-3, help="inconsistency: relative damping"
+    )
+    group.add_argument("--k", type=int, default=20, help="inconsistency: top-k subspace size")
+
+
+def _add_grid_arguments(group) -> None:
+    group.add_argument(
         "--grid",
         type=float,
         nargs=3,
@@ -59,7 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="grid of both axes (default -1 1 21; for plane / trajectory: covering the "
         "checkpoints)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--beta-grid",
         type=float,
         nargs=3,
@@ -67,65 +111,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("MIN", "MAX", "NUM"),
         help="a different grid for the second axis",
     )
-    add_domains_argument(parser)
-    add_params_argument(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seed of directions and subsample")
-    parser.add_argument(
-        "--normalization",
-        choices=["filter", "layer", "none"],
-        default="filter",
-        help="random directions: rescaling to the weights; default filter",
-    )
-    parser.add_argument(
-        "--include-biases",
-        action="store_true",
-        help="random directions: move biases and norm-layer parameters too",
-    )
-    parser.add_argument(
-        "--checkpoints",
-        nargs="+",
-        default=None,
-        help="plane: one or two more checkpoints; trajectory: the trajectory's checkpoints",
-    )
-    parser.add_argument(
-        "--eigen-domain", default=None, help="eigen: the domain whose Hessian is used"
-    )
-    parser.add_argument(
-        "--epsilon", type=float, default=1e-3, help="inconsistency: eps of I^eps; default 1e-3"
-    )
-    parser.add_argument(
-        "--remedy",
-        choices=["damping", "top-k"],
-        default=None,
-        help="inconsistency: when H_A is not positive definite (see landscape score --help)",
-    )
-    parser.add_argument(
-        "--damping", type=float, default=1e-3, help="inconsistency: relative damping"
-    )
-    parser.add_argument("--k", type=int, default=20, help="inconsistency: top-k subspace size")
-    parser.add_argument(
+    add_domains_argument(group)
+    group.add_argument(
         "--subsample",
         type=int,
         default=None,
         metavar="N",
         help="evaluate each domain on N samples drawn with --seed; default: all",
     )
-    parser.add_argument("--batch-size", type=int, default=None, help="samples per forward call")
-    parser.add_argument(
+    group.add_argument("--batch-size", type=int, default=None, help="samples per forward call")
+    group.add_argument(
         "--batch-norm",
         choices=["running", "recompute"],
         default="running",
         help="running statistics of the checkpoint (default) or recomputed at every point",
     )
-    parser.add_argument(
+    group.add_argument(
         "--points-per-call",
         default="auto",
         help="grid points per forward call (vmap); auto: 1 on CPU, 16 on GPU",
     )
-    parser.add_argument(
+    group.add_argument(
         "--restart", action="store_true", help="ignore rows saved by an earlier run"
     )
-    add_analysis_arguments(parser, "surface")
 
 
 def _grid(args):

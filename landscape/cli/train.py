@@ -49,74 +49,80 @@ _FIELDS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # the defaults are written out (importing torch here would slow down every command);
-    # tests/test_train.py checks them against TrainConfig
-    parser.add_argument(
+    # tests/training/test_train.py checks them against TrainConfig
+    _add_protocol_arguments(parser.add_argument_group("protocol"))
+    _add_data_arguments(parser.add_argument_group("data"))
+    _add_model_arguments(parser.add_argument_group("model and device"))
+    _add_output_arguments(parser.add_argument_group("output, checkpoints and resume"))
+
+
+def _add_protocol_arguments(group) -> None:
+    group.add_argument(
         "--algorithm",
         nargs="+",
         metavar="NAME",
         help="algorithms to train: erm irm vrex fishr fishr_notcentered fishr_offdiagonal "
         "fishr_all, or all (default: erm irm vrex fishr)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--restarts",
         type=int,
         help="restarts per algorithm; restart k is seeded seed+k (default 3)",
     )
-    parser.add_argument("--steps", type=int, help="full-batch Adam steps (default 501)")
-    parser.add_argument(
+    group.add_argument("--steps", type=int, help="full-batch Adam steps (default 501)")
+    group.add_argument(
         "--anneal-step",
         type=int,
         help="first step with the full penalty weight; >= --steps never switches (default 190)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--penalty-weight",
         type=float,
         help="penalty weight after the anneal step (default 91257.18613115903)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--lr", type=float, help="Adam learning rate (default 0.0004898536566546834)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--l2",
         type=float,
         help="weight of the squared L2 norm of all parameters, biases included "
         "(default 0.00110794568)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--schedule",
         choices=["script", "domainbed"],
         help="script: weight 1 before the anneal step, loss divided by the weight once it "
         "exceeds 1, no Adam reset; domainbed: weight 0 before, Adam re-created at the switch "
         "(default script)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--distance",
         choices=["sum", "mean"],
         help="Fishr distance between gradient variances: sum (the Colored MNIST script) or "
         "mean (DomainBed) of squared differences (default sum)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--ema",
         type=float,
         help="moving average of Fishr's variances, beta in (0, 1); DomainBed uses 0.95 "
         "(default: none)",
     )
-    parser.add_argument(
+
+
+def _add_data_arguments(group) -> None:
+    group.add_argument(
         "--subsample",
         type=int,
         help="keep this many samples per Colored MNIST domain (default: all 25,000 / 10,000)",
     )
-    parser.add_argument(
-        "--label-noise",
-        type=float,
-        help="label flip probability (default 0.25)",
-    )
-    parser.add_argument(
+    group.add_argument("--label-noise", type=float, help="label flip probability (default 0.25)")
+    group.add_argument(
         "--data-seed",
         type=int,
         help="seed of the data shuffle and noise draws; restart k uses data-seed+k (default 0)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--same-data",
         dest="resample_data",
         action="store_const",
@@ -124,17 +130,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share one data draw across restarts (default: new data per restart, as the "
         "Colored MNIST script)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--data-dir",
+        default=None,
+        help="MNIST cache folder (default: $LANDSCAPE_DATA or ~/.cache/landscape)",
+    )
+
+
+def _add_model_arguments(group) -> None:
+    group.add_argument(
         "--seed", type=int, help="base seed of the model initialisations (default 0)"
     )
-    parser.add_argument(
+    group.add_argument(
         "--hidden-dims",
         type=int,
         nargs="+",
         metavar="WIDTH",
         help="hidden layer widths of the MLP (default 390 390)",
     )
-    parser.add_argument(
+    group.add_argument(
+        "--dtype", choices=["float32", "float64"], help="floating dtype (default float32)"
+    )
+    add_device_argument(group)
+    group.set_defaults(device=None)
+
+
+def _add_output_arguments(group) -> None:
+    group.add_argument(
         "--checkpoint-steps",
         type=int,
         nargs="*",
@@ -142,42 +164,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also save the weights after these many updates (0 = initialisation); the "
         "final weights are always saved",
     )
-    parser.add_argument(
+    group.add_argument(
         "--state-every",
         type=int,
         help="steps between two saves of the resumable state (default 50)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--no-log-all",
         dest="log_all",
         action="store_const",
         const=False,
         help="compute only the selected penalty (default: log IRM, V-REx and Fishr every step)",
     )
-    parser.add_argument(
-        "--dtype", choices=["float32", "float64"], help="floating dtype (default float32)"
-    )
-    add_device_argument(parser)
-    parser.set_defaults(device=None)
-    parser.add_argument(
-        "--data-dir",
-        default=None,
-        help="MNIST cache folder (default: $LANDSCAPE_DATA or ~/.cache/landscape)",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--config",
         default=None,
         metavar="JSON",
         help="start from this config file (e.g. an earlier run's config.json); other options "
         "override it",
     )
-    add_out_argument(parser, "runs/train")
-    parser.add_argument(
+    add_out_argument(group, "runs/train")
+    group.add_argument(
         "--no-resume",
         action="store_true",
         help="start every run over instead of resuming what --out holds",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def config_from_args(args: argparse.Namespace):
