@@ -208,7 +208,8 @@ class _Analysis:
 
 def run(args: argparse.Namespace) -> int:
     from landscape import curvature as C
-    from landscape.cli._common import load_for_analysis, params_from_args
+    from landscape.cli._common import params_from_args
+    from landscape.runs import load_for_analysis
 
     if args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")

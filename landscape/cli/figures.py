@@ -27,11 +27,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from landscape.pipeline import draw_figures
+    from landscape.runs import JobFolder, RunFolder
 
-    run_dir = Path(args.run)
-    if not (run_dir / "config.json").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    analysis = Path(args.analysis) if args.analysis else run_dir.parent / "analysis"
-    for path in draw_figures(run_dir, analysis, args.out):
+    run_folder = RunFolder(args.run)
+    run_folder.read_config()  # FileNotFoundError: not a run folder
+    if args.analysis:
+        analysis = Path(args.analysis)
+    else:  # RUN is the run of a `landscape reproduce` job: its analysis sits beside it
+        analysis = JobFolder(run_folder.root.parent).analysis.root
+    for path in draw_figures(run_folder.root, analysis, args.out):
         print(path)
     return 0

@@ -60,31 +60,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from landscape.device import resolve_device
     from landscape.pipeline import analyse_run, draw_figures, summary
+    from landscape.runs import JobFolder
     from landscape.training import TrainConfig, train
 
-    out = Path(args.out)
+    job = JobFolder(args.out)
+    run_dir, analysis_dir = job.run.root, job.analysis.root
     progress = not args.no_progress
-    restarts = args.restarts or (3 if args.full else 1)
-    subsample = args.subsample
     config = TrainConfig(
         algorithms=args.algorithm,
-        restarts=restarts,
+        restarts=args.restarts or (3 if args.full else 1),
         steps=args.steps,
-        subsample=subsample,
+        subsample=args.subsample,
         checkpoint_steps=[s for s in CHECKPOINT_STEPS if s < args.steps],
         device=args.device,
     )
-    print(f"[1/3] training {', '.join(config.algorithms)} into {out / 'run'}")
-    results = train(config, out / "run", progress=progress, data_dir=args.data_dir)
+    print(f"[1/3] training {', '.join(config.algorithms)} into {run_dir}")
+    results = train(config, run_dir, progress=progress, data_dir=args.data_dir)
     print(results.markdown())
-    print(f"[2/3] analysing checkpoints into {out / 'analysis'}")
+    print(f"[2/3] analysing checkpoints into {analysis_dir}")
     analyse_run(
-        out / "run",
-        out / "analysis",
+        run_dir,
+        analysis_dir,
         epsilon=args.epsilon,
         subsample=args.analysis_subsample,
         grid=args.grid,
@@ -92,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         progress=progress,
     )
-    print(summary(out / "analysis"))
-    paths = draw_figures(out / "run", out / "analysis", out / "figures")
-    print(f"[3/3] {len(paths)} figures and tables in {out / 'figures'}")
+    print(summary(analysis_dir))
+    paths = draw_figures(run_dir, analysis_dir, job.figures)
+    print(f"[3/3] {len(paths)} figures and tables in {job.figures}")
     return 0

@@ -107,7 +107,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from landscape.cli._common import load_for_analysis, params_from_args
+    from landscape.cli._common import params_from_args
+    from landscape.runs import load_for_analysis
     from landscape.inconsistency import _check_epsilon, inconsistency_score
     from landscape.io import write_json
 

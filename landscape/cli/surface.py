@@ -212,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from landscape.cli._common import load_for_analysis, params_from_args
+    from landscape.cli._common import params_from_args
+    from landscape.runs import load_for_analysis
     from landscape.surface import loss_surface, make_grid
 
     grid = _grid(args)
