@@ -16,6 +16,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def epsilon_value(text: str) -> float:
+    """argparse type of ``--epsilon``: a finite number > 0 (checked before loading anything)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"epsilon must be a number > 0, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"epsilon must be > 0 and finite, got {value:g}; e.g. --epsilon 1e-3"
+        )
+    return value
+
+
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",

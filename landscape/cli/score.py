@@ -29,6 +29,7 @@ from landscape.cli._common import (
     add_analysis_arguments,
     add_domains_argument,
     add_params_argument,
+    epsilon_value,
 )
 
 HELP = "inconsistency score I^eps of a checkpoint: pairwise matrix, winning pair, parts, check"
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint written by landscape train")
     parser.add_argument(
         "--epsilon",
-        type=float,
+        type=epsilon_value,
         nargs="+",
         default=[1e-3],
         help="eps > 0, one or several values (the eigenproblem is solved once); default 1e-3",
@@ -108,11 +109,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from landscape.cli._common import params_from_args
-    from landscape.runs import load_for_analysis
-    from landscape.inconsistency import _check_epsilon, inconsistency_score
+    from landscape.inconsistency import inconsistency_score
     from landscape.io import write_json
+    from landscape.runs import load_for_analysis
 
-    _check_epsilon(args.epsilon)  # fail before loading anything
     model, meta, domains, loss_func = load_for_analysis(
         args.checkpoint,
         device=args.device,

@@ -35,6 +35,7 @@ from landscape.cli._common import (
     add_analysis_arguments,
     add_domains_argument,
     add_params_argument,
+    epsilon_value,
 )
 
 HELP = "per-domain 2D loss surfaces of a checkpoint on shared, seeded directions"
@@ -79,7 +80,10 @@ def _add_direction_arguments(group) -> None:
         "--eigen-domain", default=None, help="eigen: the domain whose Hessian is used"
     )
     group.add_argument(
-        "--epsilon", type=float, default=1e-3, help="inconsistency: eps of I^eps; default 1e-3"
+        "--epsilon",
+        type=epsilon_value,
+        default=1e-3,
+        help="inconsistency: eps of I^eps; default 1e-3",
     )
     group.add_argument(
         "--remedy",
@@ -131,9 +135,7 @@ def _add_grid_arguments(group) -> None:
         default="auto",
         help="grid points per forward call (vmap); auto: 1 on CPU, 16 on GPU",
     )
-    group.add_argument(
-        "--restart", action="store_true", help="ignore rows saved by an earlier run"
-    )
+    group.add_argument("--restart", action="store_true", help="ignore rows saved by an earlier run")
 
 
 def _grid(args):
