@@ -218,18 +218,38 @@ def gaussian_classification_domains(
     n = _positive_int(n, "n")
     dim = _positive_int(dim, "dim")
     num_classes = _positive_int(num_classes, "num_classes", minimum=2)
-    separation = _nonnegative(separation, "separation")
-    spurious_scale = _nonnegative(spurious_scale, "spurious_scale")
-    spurious_noise = _nonnegative(spurious_noise, "spurious_noise")
+    scales = (
+        _nonnegative(separation, "separation"),
+        _nonnegative(spurious_scale, "spurious_scale"),
+        _nonnegative(spurious_noise, "spurious_noise"),
+    )
     _check_dtype(dtype)
+    _check_classification_loss(loss, num_classes)
+    spurious = _check_spurious(spurious, n_domains)
+
+    g = torch.Generator().manual_seed(int(seed))
+    means = _class_means(num_classes, dim, scales[0], g)
+    domains = {}
+    for e, p in enumerate(spurious):
+        X, y = _gaussian_domain(means, n, p, scales[1], scales[2], g)
+        target = y.to(dtype)[:, None] if loss == "bce" else y
+        domains[f"d{e}"] = _batches(X.to(device=device, dtype=dtype), target.to(device), batch_size)
+    return domains
+
+
+def _check_classification_loss(loss: str, num_classes: int) -> None:
     if loss not in ("bce", "ce"):
         raise ValueError(
             f"loss must be 'bce' (BCEWithLogitsLoss) or 'ce' (CrossEntropyLoss), got {loss!r}"
         )
     if loss == "bce" and num_classes != 2:
         raise ValueError(f"loss='bce' needs num_classes=2, got {num_classes}; use loss='ce'")
+
+
+def _check_spurious(spurious, n_domains: int) -> tuple[float, ...]:
+    """One agreement probability in [0, 1] per domain (default :func:`default_spurious`)."""
     if spurious is None:
-        spurious = default_spurious(n_domains)
+        return default_spurious(n_domains)
     spurious = tuple(spurious)
     if len(spurious) != n_domains:
         raise ValueError(
@@ -238,28 +258,31 @@ def gaussian_classification_domains(
     for e, p in enumerate(spurious):
         if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p <= 1:
             raise ValueError(f"spurious[{e}] must be a probability in [0, 1], got {p!r}")
+    return spurious
 
-    g = torch.Generator().manual_seed(int(seed))
-    K = num_classes
+
+def _class_means(K: int, dim: int, separation: float, g: torch.Generator) -> Tensor:
+    """``[K, D]`` float64 class means of norm ``separation`` (two classes: opposite)."""
     means = torch.randn(K, dim, generator=g, dtype=torch.float64)
     if K == 2:
         means[1] = -means[0]
-    means = separation * means / means.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    domains = {}
-    for e, p in enumerate(spurious):
-        y = torch.randint(0, K, (n,), generator=g)
-        x_inv = means[y] + torch.randn(n, dim, generator=g, dtype=torch.float64)
-        agree = torch.rand(n, generator=g, dtype=torch.float64) < p
-        other = (y + torch.randint(1, K, (n,), generator=g)) % K
-        s = torch.where(agree, y, other)
-        if K == 2:
-            phi = (2.0 * s - 1.0).to(torch.float64)[:, None]
-        else:
-            phi = torch.nn.functional.one_hot(s, K).to(torch.float64)
-        x_sp = spurious_scale * phi + spurious_noise * torch.randn(
-            phi.shape, generator=g, dtype=torch.float64
-        )
-        X = torch.cat([x_inv, x_sp], dim=1).to(device=device, dtype=dtype)
-        target = y.to(dtype)[:, None] if loss == "bce" else y
-        domains[f"d{e}"] = _batches(X, target.to(device), batch_size)
-    return domains
+    return separation * means / means.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def _gaussian_domain(
+    means: Tensor, n: int, p: float, scale: float, noise: float, g: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """One domain's float64 inputs ``[n, D + 1 or D + K]`` and int64 labels ``[n]``, drawn
+    from ``g`` in the order the docstring of :func:`gaussian_classification_domains` gives."""
+    K, dim = means.shape
+    y = torch.randint(0, K, (n,), generator=g)
+    x_inv = means[y] + torch.randn(n, dim, generator=g, dtype=torch.float64)
+    agree = torch.rand(n, generator=g, dtype=torch.float64) < p
+    other = (y + torch.randint(1, K, (n,), generator=g)) % K
+    s = torch.where(agree, y, other)
+    if K == 2:
+        phi = (2.0 * s - 1.0).to(torch.float64)[:, None]
+    else:
+        phi = torch.nn.functional.one_hot(s, K).to(torch.float64)
+    x_sp = scale * phi + noise * torch.randn(phi.shape, generator=g, dtype=torch.float64)
+    return torch.cat([x_inv, x_sp], dim=1), y
