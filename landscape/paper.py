@@ -6,6 +6,8 @@ at the last step, mean ± std over 10 restarts (docs/method.md section 4).
 
 from __future__ import annotations
 
+from landscape.names import algorithm_name, mean_spread
+
 # algorithm -> column -> (mean, std)
 PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
     "erm": {"Train acc.": (86.4, 0.2), "Test acc.": (14.0, 0.7), "Grey test acc.": (71.0, 0.7)},
@@ -13,7 +15,8 @@ PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
     "vrex": {"Train acc.": (71.7, 1.5), "Test acc.": (67.2, 1.5), "Grey test acc.": (68.6, 2.2)},
     "fishr": {"Train acc.": (71.0, 0.9), "Test acc.": (69.5, 1.0), "Grey test acc.": (70.2, 1.1)},
 }
-NAMES = {"erm": "ERM", "irm": "IRM", "vrex": "V-REx", "fishr": "Fishr"}
+#: display names of the paper's rows (from :mod:`landscape.names`)
+NAMES = {algo: algorithm_name(algo) for algo in PAPER_TABLE2}
 
 
 def tolerance(paper_std: float) -> float:
@@ -37,7 +40,8 @@ def compare_table2(table: dict[str, dict[str, list[float]]], restarts: dict[str,
         table: ``RunResults.table`` (``{algorithm: {column: [mean, std]}}`` in percent).
         restarts: ``{algorithm: number of restarts}``.
 
-    Each of our cells reads ``ours (paper)``; ``✓`` when ``|ours − paper| <=
+    Each of our cells reads ``ours (paper)``, ours without a spread when the algorithm has
+    fewer than two restarts; ``✓`` when ``|ours − paper| <=
     max(2·paper std, 1.5)``, ``✗`` otherwise. Algorithms the paper does not report are
     left out.
 
@@ -64,6 +68,7 @@ def compare_table2(table: dict[str, dict[str, list[float]]], restarts: dict[str,
             mean, std = table[algo][col]
             p_mean, p_std = paper[col]
             ok = "✓" if within_tolerance(mean, p_mean, p_std) else "✗"
-            cells.append(f"{mean:.1f} ± {std:.1f} ({p_mean:.1f} ± {p_std:.1f}) {ok}")
+            ours = mean_spread(mean, std, restarts.get(algo, 0))
+            cells.append(f"{ours} ({p_mean:.1f} ± {p_std:.1f}) {ok}")
         lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + f" | {restarts.get(algo, 0)} |")
     return "\n".join(lines) + "\n"

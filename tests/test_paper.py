@@ -121,3 +121,21 @@ def test_table_without_the_paper_columns_is_a_clear_error():
     synthetic = {"erm": {"Train acc.": [80.0, 1.0], "d2 acc.": [50.0, 2.0]}}
     with pytest.raises(ValueError, match=r"'erm' has no 'Test acc.' column.*Colored MNIST"):
         compare_table2(synthetic, {"erm": 1})
+
+
+def test_single_restart_prints_no_spread():
+    """One restart has no spread: the cell shows our mean alone, never ``± 0.0``."""
+    table = paper_copy()
+    text = compare_table2(table, {a: 1 for a in PAPER_TABLE2})
+    assert "± 0.0 (" not in text
+    assert rows(text)["ERM"][0] == "86.4 (86.4 ± 0.2) ✓"
+    two = compare_table2(table, {a: 2 for a in PAPER_TABLE2})
+    assert rows(two)["ERM"][0] == "86.4 ± 0.3 (86.4 ± 0.2) ✓"
+
+
+def test_names_are_the_shared_display_names():
+    from landscape.names import ALGORITHM_NAMES
+    from landscape.plot.style import algorithm_name
+
+    for algo in PAPER_TABLE2:
+        assert NAMES[algo] == ALGORITHM_NAMES[algo] == algorithm_name(algo)

@@ -7,6 +7,8 @@ import contextlib
 import matplotlib as mpl
 import seaborn as sns
 
+from landscape.names import ALGORITHM_NAMES, algorithm_name
+
 # fixed colours so that an algorithm or a domain looks the same in every figure
 ALGORITHM_COLORS = {
     "erm": "#4C72B0",
@@ -17,29 +19,18 @@ ALGORITHM_COLORS = {
     "fishr_offdiagonal": "#937860",
     "fishr_all": "#DA8BC3",
 }
-ALGORITHM_NAMES = {
-    "erm": "ERM",
-    "irm": "IRM",
-    "vrex": "V-REx",
-    "fishr": "Fishr",
-    "fishr_notcentered": "Fishr (not centered)",
-    "fishr_offdiagonal": "Fishr (full covariance)",
-    "fishr_all": "Fishr (all layers)",
-}
 DOMAIN_COLORS = {"+80%": "#1b9e77", "+90%": "#d95f02", "-90%": "#7570b3", "gray": "#666666"}
 SEQUENTIAL = "viridis"
 DIVERGING = "RdBu_r"
 
 
 def algorithm_color(name: str) -> str:
+    """Fixed colour of an algorithm (dark grey when unknown)."""
     return ALGORITHM_COLORS.get(name, "#333333")
 
 
-def algorithm_name(name: str) -> str:
-    return ALGORITHM_NAMES.get(name, name)
-
-
 def domain_color(name: str, index: int = 0) -> str:
+    """Fixed colour of a Colored MNIST domain, else the ``index``-th of tab10."""
     return DOMAIN_COLORS.get(name, sns.color_palette("tab10")[index % 10])
 
 
@@ -61,3 +52,16 @@ def style():
         ),
     ):
         yield
+
+
+__all__ = [
+    "ALGORITHM_COLORS",
+    "ALGORITHM_NAMES",
+    "DIVERGING",
+    "DOMAIN_COLORS",
+    "SEQUENTIAL",
+    "algorithm_color",
+    "algorithm_name",
+    "domain_color",
+    "style",
+]

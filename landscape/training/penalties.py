@@ -48,50 +48,25 @@ from torch import Tensor, nn
 
 from landscape.domains import as_batches
 from landscape.losses import accuracy
-from landscape.params import ParamSpec
-from landscape.persample import (
-    LinearCapture,
-    LinearSelection,
-    linear_moments,
-    select_linear_layers,
+from landscape.names import ALGORITHM_ORDER
+from landscape.persample import LinearCapture, LinearSelection, linear_moments, select_linear_layers
+from landscape.training.fishr import (
+    DISTANCES,
+    FISHR_VARIANTS,
+    FishrVariant,
+    _check_per_domain,
+    _check_xy,
+    _deltas,
+    _risk,
+    check_distance,
+    domain_gradient_variance,
+    fishr_penalty,
 )
 
-ALGORITHMS = (
-    "erm",
-    "irm",
-    "vrex",
-    "fishr",
-    "fishr_notcentered",
-    "fishr_offdiagonal",
-    "fishr_all",
-)
+#: Every algorithm, in the project's one order (:data:`landscape.names.ALGORITHM_ORDER`).
+ALGORITHMS = ALGORITHM_ORDER
 
-DISTANCES = ("sum", "mean")
-
-
-@dataclass(frozen=True)
-class FishrVariant:
-    """What a Fishr variant measures.
-
-    Attributes:
-        layers: ``"head"`` (the classifier head) or ``"all"`` (every parameter).
-        centered: subtract the mean gradient (variance) or not (empirical Fisher diagonal).
-        covariance: full ``[D, D]`` covariance instead of its diagonal.
-    """
-
-    layers: str
-    centered: bool
-    covariance: bool
-
-
-FISHR_VARIANTS: dict[str, FishrVariant] = {
-    "fishr": FishrVariant("head", centered=True, covariance=False),
-    "fishr_notcentered": FishrVariant("head", centered=False, covariance=False),
-    "fishr_offdiagonal": FishrVariant("head", centered=True, covariance=True),
-    "fishr_all": FishrVariant("all", centered=True, covariance=False),
-}
-
-# Algorithms whose penalty compares domains (need at least two).
+#: Algorithms whose penalty compares domains (need at least two).
 PAIRWISE = ("vrex", *FISHR_VARIANTS)
 
 
@@ -107,26 +82,6 @@ def check_algorithm(name: str) -> str:
     if name not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
     return name
-
-
-def check_distance(distance: str) -> str:
-    """Return ``distance`` if it is ``"sum"`` or ``"mean"``; raise ``ValueError`` otherwise."""
-    if distance not in DISTANCES:
-        raise ValueError(
-            f"unknown distance {distance!r}; choose 'sum' (Fishr's Colored MNIST script, the "
-            "default) or 'mean' (DomainBed)"
-        )
-    return distance
-
-
-def _risk(loss_func: nn.Module, logits: Tensor, y: Tensor) -> Tensor:
-    risk = loss_func(logits, y)
-    if risk.dim() != 0:
-        raise ValueError(
-            f"loss_func returned a tensor of shape {tuple(risk.shape)}; it must reduce to a "
-            "scalar (use reduction='mean')"
-        )
-    return risk
 
 
 def irm_penalty(logits: Tensor, y: Tensor, loss_func: nn.Module) -> Tensor:
@@ -154,19 +109,6 @@ def irm_penalty(logits: Tensor, y: Tensor, loss_func: nn.Module) -> Tensor:
     return grad.square()
 
 
-def _check_per_domain(values: Sequence[Tensor], what: str) -> Tensor:
-    if isinstance(values, Tensor) or not isinstance(values, Sequence):
-        raise TypeError(f"{what} must be a sequence of tensors, one per domain")
-    if len(values) < 2:
-        raise ValueError(
-            f"{what}: the penalty compares domains and needs at least 2, got {len(values)}; "
-            "pass every training domain"
-        )
-    if not all(isinstance(v, Tensor) for v in values):
-        raise TypeError(f"{what} must hold tensors")
-    return values
-
-
 def vrex_penalty(risks: Sequence[Tensor], distance: str = "sum") -> Tensor:
     """V-REx penalty (Krueger et al. 2021): how much the domains' risks differ.
 
@@ -191,135 +133,6 @@ def vrex_penalty(risks: Sequence[Tensor], distance: str = "sum") -> Tensor:
     return (r - r.mean()).square().mean()
 
 
-def fishr_penalty(variances: Sequence[Tensor], distance: str = "sum") -> Tensor:
-    """Fishr penalty (Rame et al. 2022): distance of the domains' gradient variances to their
-    mean.
-
-    .. math::
-
-        \\text{sum: } \\sum_e \\sum_k (v_{e,k} - \\bar v_k)^2 \\qquad
-        \\text{mean: } \\frac{1}{|E|} \\sum_e \\frac{1}{D} \\sum_k (v_{e,k} - \\bar v_k)^2,
-        \\qquad \\bar v = \\frac{1}{|E|} \\sum_e v_e
-
-    where ``k`` runs over every entry (a ``[D]`` diagonal or a ``[D, D]`` covariance).
-    ``"sum"`` is the default because the Colored MNIST protocol's penalty weight (91257.19,
-    tuned by the IRM authors and reused unchanged by Fishr's script) goes with the script's
-    summed form; for two domains it is ``||v_0 - v_1||^2 / 2``. ``"mean"`` is DomainBed's
-    (``sum = |E| * D * mean``), whose penalty weights are on that scale.
-
-    Args:
-        variances: one tensor per training domain (at least 2), all of the same shape.
-        distance: ``"sum"`` or ``"mean"``.
-
-    Raises:
-        ValueError: fewer than two domains, shapes differ, or unknown distance.
-    """
-    check_distance(distance)
-    variances = _check_per_domain(variances, "variances")
-    shapes = {tuple(v.shape) for v in variances}
-    if len(shapes) != 1:
-        raise ValueError(
-            f"variances must all have the same shape, got {sorted(shapes)}; compute them for "
-            "the same parameters in every domain"
-        )
-    v = torch.stack(list(variances))
-    dev = (v - v.mean(0, keepdim=True)).square()
-    return dev.sum() if distance == "sum" else dev.mean()
-
-
-def _check_xy(X, y, name: str = "domain") -> tuple[Tensor, Tensor]:
-    if not isinstance(X, Tensor) or not isinstance(y, Tensor):
-        raise TypeError(f"{name}: X and y must be tensors")
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"{name}: {X.shape[0]} inputs but {y.shape[0]} targets")
-    if X.shape[0] == 0:
-        raise ValueError(f"{name} is empty; give it at least one sample")
-    return X, y
-
-
-def _deltas(
-    risk: Tensor,
-    layers: Sequence[LinearSelection],
-    acts: dict[str, tuple[Tensor, Tensor]],
-    n: int,
-    *,
-    create_graph: bool,
-    retain_graph: bool | None = None,
-) -> dict[str, Tensor]:
-    """``{layer: d(sum_i l_i) / d z}``, i.e. ``N * d R / d z`` for a mean-reduced risk."""
-    probes = [acts[layer.name][1] for layer in layers]
-    grads = torch.autograd.grad(
-        risk, probes, create_graph=create_graph, retain_graph=retain_graph, allow_unused=True
-    )
-    out = {}
-    for layer, grad in zip(layers, grads, strict=True):
-        if grad is None:
-            raise ValueError(
-                f"the loss does not depend on Linear layer {layer.name!r}; select layers that "
-                "the model's output depends on"
-            )
-        out[layer.name] = grad * n
-    return out
-
-
-def domain_gradient_variance(
-    model: nn.Module,
-    X: Tensor,
-    y: Tensor,
-    loss_func: nn.Module,
-    params: ParamSpec = "classifier",
-    centered: bool = True,
-    covariance: bool = False,
-    create_graph: bool = True,
-) -> Tensor:
-    """Per-sample gradient variance ``v_e`` of one domain, for the selected Linear layers.
-
-    .. math::
-
-        v_e = \\frac1N \\sum_i (g_i - \\bar g)^{2}, \\qquad
-        g_i = \\nabla_\\theta \\ell(f_\\theta(x_i), y_i), \\qquad
-        \\bar g = \\frac1N \\sum_i g_i
-
-    (elementwise; ``centered=False`` drops ``\\bar g``; ``covariance=True`` gives
-    ``(1/N) sum_i (g_i - gbar)(g_i - gbar)^T``). ``l_i`` is the per-sample loss: ``N`` times
-    the sample's share of the mean-reduced ``loss_func``. Computed from one forward and one
-    backward to the selected layers' outputs with the ``nn.Linear`` factorisation of
-    :mod:`landscape.persample`; ``[N, D]`` per-sample gradients are built only for
-    ``covariance=True``.
-
-    Args:
-        model: the network; only ``nn.Linear`` layers with ``[N, in]`` inputs may own
-            selected parameters.
-        X: inputs ``[N, ...]``.
-        y: targets.
-        loss_func: mean-reduced loss (the domain's risk).
-        params: parameters by name (see :func:`landscape.params.select_params`); default the
-            head ``"classifier"``; ``None`` for every parameter.
-        centered: variance (``True``) or uncentered second moment (``False``).
-        covariance: return ``[D, D]`` instead of the diagonal ``[D]``.
-        create_graph: keep the result differentiable with respect to the parameters (for a
-            penalty); ``False`` returns a detached tensor.
-
-    Returns:
-        ``[D]`` (or ``[D, D]``), laid out as ``select_params(model, params)`` flattened.
-
-    Raises:
-        ValueError: a selected parameter is not owned by an ``nn.Linear``, a selected layer
-            runs more than once or on non-``[N, in]`` inputs, or bad data.
-    """
-    X, y = _check_xy(X, y)
-    layers = select_linear_layers(model, params)
-    with torch.enable_grad():
-        with LinearCapture(layers) as cap:
-            logits = model(X)
-        acts = cap.activations()
-        risk = _risk(loss_func, logits, y)
-        deltas = _deltas(risk, layers, acts, X.shape[0], create_graph=create_graph)
-    with torch.set_grad_enabled(create_graph):
-        v = linear_moments(layers, acts, deltas, centered=centered, covariance=covariance)
-    return v if create_graph else v.detach()
-
-
 @dataclass
 class StepOutputs:
     """What :class:`Penalties` computes for one training step.
@@ -342,12 +155,46 @@ class StepOutputs:
 
 
 class NonFiniteLossError(ValueError):
-    """A domain's risk or the penalty is NaN or infinite (``domain`` is ``None`` for the
-    penalty)."""
+    """The training objective became NaN or infinite: a domain's risk, the penalty, the
+    weights or the total (a ``ValueError``; ``domain`` names the domain whose risk is not
+    finite, ``None`` when it is the penalty, the weights or the total)."""
 
     def __init__(self, message: str, domain: str | None):
         super().__init__(message)
         self.domain = domain
+
+
+@dataclass
+class _Plan:
+    """What one :meth:`Penalties.forward` computes: the algorithm, its Fishr variant, the
+    Linear layers it differentiates (``selected``) and those logged for ``"fishr"``
+    (``head``)."""
+
+    algorithm: str
+    variant: FishrVariant | None
+    log_all: bool
+    log_pairs: bool
+    selected: list[LinearSelection] = field(default_factory=list)
+    head: list[LinearSelection] | None = None
+
+    def capture(self) -> dict[str, LinearSelection]:
+        """The layers whose inputs and output gradients a forward must capture."""
+        capture = {layer.name: layer for layer in self.selected}
+        for layer in self.head or []:
+            capture.setdefault(layer.name, layer)
+        return capture
+
+
+@dataclass
+class _DomainPass:
+    """One domain's share of a step (IRM / variance entries are ``None`` when not needed)."""
+
+    risk: Tensor
+    accuracy: float
+    variance: Tensor | None = None
+    irm: Tensor | None = None
+    logged_irm: Tensor | None = None
+    logged_variance: Tensor | None = None
 
 
 class Penalties(nn.Module):
@@ -533,6 +380,38 @@ class Penalties(nn.Module):
                 for, or a model the variant cannot handle.
             NonFiniteLossError: (a ``ValueError``) a risk or the penalty is NaN or infinite.
         """
+        names = self._check_batches(batches)
+        algorithm, variant = self._resolve(algorithm, names)
+        plan = _Plan(algorithm, variant, log_all, log_pairs=log_all and len(names) >= 2)
+        plan.selected = self._layers(variant.layers) if variant is not None else []
+        if plan.log_pairs and algorithm != "fishr":
+            plan.head = self._head_layers_for_logging()
+        passes = {}
+        with torch.enable_grad():
+            for name in names:
+                X, y = as_batches(batches[name], name)[0]
+                passes[name] = self._domain_pass(plan, X, y)
+
+        variances = {n: p.variance for n, p in passes.items() if p.variance is not None}
+        commits = []
+        if self.ema is not None and variant is not None:
+            averaged = {name: self._averaged(name, v) for name, v in variances.items()}
+            variances = {name: v_hat for name, (v_hat, _) in averaged.items()}
+            commits = [commit for _, commit in averaged.values()]
+        ordered_risks = [passes[n].risk for n in names]
+        penalty = self._penalty(plan, names, ordered_risks, passes, variances)
+        self._check_finite(names, ordered_risks, penalty, algorithm, step)
+        for commit in commits:  # the moving averages only take finite steps
+            commit()
+        return StepOutputs(
+            risks={n: p.risk for n, p in passes.items()},
+            accuracies={n: p.accuracy for n, p in passes.items()},
+            penalty=penalty,
+            logged=self._logged(plan, names, ordered_risks, passes, penalty),
+        )
+
+    def _resolve(self, algorithm: str | None, names: list[str]):
+        """``(algorithm, Fishr variant or None)``, checked against the domains and the EMA."""
         if algorithm is None:
             if self.algorithm is None:
                 raise ValueError(
@@ -541,7 +420,6 @@ class Penalties(nn.Module):
                 )
             algorithm = self.algorithm
         algorithm = check_algorithm(algorithm)
-        names = self._check_batches(batches)
         if algorithm in PAIRWISE and len(names) < 2:
             raise ValueError(
                 f"{algorithm} compares domains and needs at least 2 training domains, got 1 "
@@ -553,108 +431,84 @@ class Penalties(nn.Module):
                 f"this Penalties keeps moving averages for {self.ema_algorithm!r}, not "
                 f"{algorithm!r}; build it with algorithm={algorithm!r}"
             )
+        return algorithm, variant
+
+    def _domain_pass(self, plan: _Plan, X: Tensor, y: Tensor) -> _DomainPass:
+        """One forward of a domain: its risk, accuracy, variance and IRM terms."""
         model, loss_func = self.model, self.loss_func
-        selected = self._layers(variant.layers) if variant is not None else []
-        log_pairs = log_all and len(names) >= 2
-        head = self._head_layers_for_logging() if log_pairs and algorithm != "fishr" else None
-        capture = {layer.name: layer for layer in selected}
-        for layer in head or []:
-            capture.setdefault(layer.name, layer)
+        capture = plan.capture()
+        n = X.shape[0]
+        with LinearCapture(list(capture.values())) as cap:
+            logits = model(X)
+        acts = cap.activations()
+        risk = _risk(loss_func, logits, y)
+        out = _DomainPass(risk=risk, accuracy=float(accuracy(logits.detach(), y)))
+        deltas: dict[str, Tensor] = {}
+        variant = plan.variant
+        if variant is not None:
+            deltas = _deltas(risk, plan.selected, acts, n, create_graph=True)
+            v = linear_moments(plan.selected, acts, deltas, centered=variant.centered,
+                               covariance=variant.covariance)  # fmt: skip
+            out.variance = v / v.shape[0] if variant.covariance else v
+        if plan.algorithm == "irm":
+            out.irm = irm_penalty(logits, y, loss_func)
+        elif plan.log_all:
+            out.logged_irm = irm_penalty(logits.detach(), y, loss_func).detach()
+        if plan.head:
+            missing = [layer for layer in plan.head if layer.name not in deltas]
+            if missing:
+                deltas = dict(deltas)
+                deltas.update(
+                    _deltas(risk, missing, acts, n, create_graph=False, retain_graph=True)
+                )
+            with torch.no_grad():
+                out.logged_variance = linear_moments(
+                    plan.head,
+                    {k: (acts[k][0].detach(), acts[k][1]) for k in capture},
+                    {layer.name: deltas[layer.name].detach() for layer in plan.head},
+                    centered=True,
+                )
+        return out
 
-        risks: dict[str, Tensor] = {}
-        accuracies: dict[str, float] = {}
-        variances: dict[str, Tensor] = {}
-        irms: dict[str, Tensor] = {}
-        logged_variances: dict[str, Tensor] = {}
-        logged_irms: dict[str, Tensor] = {}
-        with torch.enable_grad():
-            for name in names:
-                X, y = as_batches(batches[name], name)[0]
-                n = X.shape[0]
-                with LinearCapture(list(capture.values())) as cap:
-                    logits = model(X)
-                acts = cap.activations()
-                risk = _risk(loss_func, logits, y)
-                risks[name] = risk
-                accuracies[name] = float(accuracy(logits.detach(), y))
-                deltas: dict[str, Tensor] = {}
-                if variant is not None:
-                    deltas = _deltas(risk, selected, acts, n, create_graph=True)
-                    v = linear_moments(
-                        selected,
-                        acts,
-                        deltas,
-                        centered=variant.centered,
-                        covariance=variant.covariance,
-                    )
-                    if variant.covariance:
-                        v = v / v.shape[0]
-                    variances[name] = v
-                if algorithm == "irm":
-                    irms[name] = irm_penalty(logits, y, loss_func)
-                elif log_all:
-                    logged_irms[name] = irm_penalty(logits.detach(), y, loss_func).detach()
-                if head:
-                    missing = [layer for layer in head if layer.name not in deltas]
-                    if missing:
-                        deltas = dict(deltas)
-                        deltas.update(
-                            _deltas(risk, missing, acts, n, create_graph=False, retain_graph=True)
-                        )
-                    with torch.no_grad():
-                        logged_variances[name] = linear_moments(
-                            head,
-                            {k: (acts[k][0].detach(), acts[k][1]) for k in capture},
-                            {layer.name: deltas[layer.name].detach() for layer in head},
-                            centered=True,
-                        )
+    def _penalty(self, plan, names, ordered_risks, passes, variances) -> Tensor:
+        """The selected algorithm's penalty (0 for ERM)."""
+        if plan.algorithm == "erm":
+            return torch.zeros((), dtype=ordered_risks[0].dtype, device=ordered_risks[0].device)
+        if plan.algorithm == "irm":
+            return torch.stack([passes[n].irm for n in names]).mean()
+        if plan.algorithm == "vrex":
+            return vrex_penalty(ordered_risks, self.distance)
+        return fishr_penalty([variances[n] for n in names], self.distance)
 
-        if self.ema is not None and variant is not None:
-            averaged = {name: self._averaged(name, v) for name, v in variances.items()}
-            variances = {name: v_hat for name, (v_hat, _) in averaged.items()}
-            commits = [commit for _, commit in averaged.values()]
-        else:
-            commits = []
-
-        ordered_risks = [risks[n] for n in names]
-        if algorithm == "erm":
-            penalty = torch.zeros((), dtype=ordered_risks[0].dtype, device=ordered_risks[0].device)
-        elif algorithm == "irm":
-            penalty = torch.stack([irms[n] for n in names]).mean()
-        elif algorithm == "vrex":
-            penalty = vrex_penalty(ordered_risks, self.distance)
-        else:
-            penalty = fishr_penalty([variances[n] for n in names], self.distance)
-
-        self._check_finite(names, ordered_risks, penalty, algorithm, step)
-        for commit in commits:  # the moving averages only take finite steps
-            commit()
-
+    def _logged(self, plan, names, ordered_risks, passes, penalty) -> dict[str, float]:
+        """The penalty values logged this step (see :class:`StepOutputs`)."""
+        algorithm = plan.algorithm
         logged: dict[str, float] = {}
         value = float(penalty.detach())
-        if log_all:
-            logged["irm"] = (
+        if not plan.log_all:
+            if algorithm != "erm":
+                logged[algorithm] = value
+            return logged
+        logged["irm"] = (
+            value
+            if algorithm == "irm"
+            else float(torch.stack([passes[n].logged_irm for n in names]).mean())
+        )
+        if plan.log_pairs:
+            logged["vrex"] = (
                 value
-                if algorithm == "irm"
-                else float(torch.stack([logged_irms[n] for n in names]).mean())
+                if algorithm == "vrex"
+                else float(vrex_penalty([r.detach() for r in ordered_risks], self.distance))
             )
-            if log_pairs:
-                logged["vrex"] = (
-                    value
-                    if algorithm == "vrex"
-                    else float(vrex_penalty([r.detach() for r in ordered_risks], self.distance))
+            if algorithm == "fishr":
+                logged["fishr"] = value
+            elif plan.head:
+                logged["fishr"] = float(
+                    fishr_penalty([passes[n].logged_variance for n in names], self.distance)
                 )
-                if algorithm == "fishr":
-                    logged["fishr"] = value
-                elif head:
-                    logged["fishr"] = float(
-                        fishr_penalty([logged_variances[n] for n in names], self.distance)
-                    )
-                if variant is not None:
-                    logged[algorithm] = value
-        elif algorithm != "erm":
-            logged[algorithm] = value
-        return StepOutputs(risks=risks, accuracies=accuracies, penalty=penalty, logged=logged)
+            if plan.variant is not None:
+                logged[algorithm] = value
+        return logged
 
     @staticmethod
     def _check_finite(names, risks, penalty, algorithm, step) -> None:
@@ -674,3 +528,21 @@ class Penalties(nn.Module):
             "or the penalty weight",
             domain=None,
         )
+
+
+__all__ = [
+    "ALGORITHMS",
+    "DISTANCES",
+    "FISHR_VARIANTS",
+    "PAIRWISE",
+    "FishrVariant",
+    "NonFiniteLossError",
+    "Penalties",
+    "StepOutputs",
+    "check_algorithm",
+    "check_distance",
+    "domain_gradient_variance",
+    "fishr_penalty",
+    "irm_penalty",
+    "vrex_penalty",
+]

@@ -1,6 +1,6 @@
-"""Penalties (landscape.training.penalties) and per-sample moments (landscape.persample) against brute
-force: per-sample gradients from ``torch.func.vmap(grad)`` over ``functional_call``, in
-float64, and closed forms for IRM / V-REx."""
+"""Penalties (landscape.training.penalties) and per-sample moments (landscape.persample)
+against brute force: per-sample gradients from ``torch.func.vmap(grad)`` over
+``functional_call``, in float64, and closed forms for IRM / V-REx."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -603,3 +604,70 @@ def test_cli_colored_mnist_tiny(tmp_path, capsys):
     assert X.shape == (300, 2, 14, 14)
     with torch.no_grad():
         assert float(accuracy(model(X), y)) == meta["accuracies"]["-90%"]
+
+
+# --------------------------------------------------------------------------------------
+# one writer per run folder (issue 8, item 11), no spread for one restart (item 12)
+# --------------------------------------------------------------------------------------
+
+
+def test_second_writer_with_another_config_is_refused(tmp_path):
+    """While a run trains into a folder, `landscape train` with another configuration into
+    the same folder exits with one line naming the folder and the owner's pid; the folder
+    keeps the first run's config and results."""
+    out = tmp_path / "out"
+    other = _write_config(tmp_path, algorithms=["erm"], steps=3)
+    seen = []
+
+    def second_writer(trainer, row):
+        if seen:
+            return
+        proc = subprocess.run(
+            [sys.executable, "-m", "landscape", "train", "--config", str(other), "--out",
+             str(out), "--no-progress"],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        seen.append(proc)
+
+    config = tiny_config(algorithms=["erm"], steps=4)
+    train(config, out, progress=False, callback=second_writer)
+    (proc,) = seen
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("landscape train: error:")
+    assert str(out) in line and f"in use by process {os.getpid()}" in line
+    assert read_json(out / "config.json") == config.to_dict()
+    assert not (out / "run.lock").exists()  # released
+    train(config, out, progress=False)  # and free for the next writer
+
+
+def test_stale_lock_of_a_dead_writer_is_taken_over(tmp_path):
+    import json
+    import socket
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.lock").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    results = train(tiny_config(algorithms=["erm"], steps=2), out, progress=False)
+    assert results.table["erm"] and not (out / "run.lock").exists()
+
+
+def test_lock_is_released_when_training_fails(tmp_path):
+    with pytest.raises(ValueError, match="unknown domain 'x'"):
+        train(tiny_config(test_domains=["x"]), tmp_path, progress=False)
+    assert not (tmp_path / "run.lock").exists()
+
+
+def test_single_restart_prints_no_spread():
+    config = tiny_config()
+    row = {f"acc/{d}": 0.5 for d in TRAIN} | {"acc/d2": 0.25, "acc/d3": 0.75}
+    one = RunResults.from_final(config, TRAIN, ["d2", "d3"], {"erm": [row]}, {"erm": [0]})
+    assert one.table["erm"]["Train acc."] == [50.0, 0.0]  # the table keeps its [mean, std]
+    md = one.markdown()
+    assert "±" not in md  # one restart: std 0 is not a measurement
+    assert "| ERM | 50.0 | 25.0 | 75.0 | 1 |" in md
+    two = RunResults.from_final(config, TRAIN, ["d2", "d3"], {"erm": [row, row]},
+                                {"erm": [0, 1]})  # fmt: skip
+    assert "| ERM | 50.0 ± 0.0 | 25.0 ± 0.0 | 75.0 ± 0.0 | 2 |" in two.markdown()

@@ -1,0 +1,215 @@
+"""Train every (algorithm, restart) of a config into a run folder, resuming what it holds.
+
+Restart ``k`` initialises its model with seed ``seed + k`` and, by default
+(``resample_data=True``), builds its data with seed ``data_seed + k``: the Colored MNIST
+script draws the shuffle and the label / colour noise anew at every restart, so the spread
+over restarts holds data variance as well as initialisation variance, and so does ours.
+Every algorithm sees the same data at the same restart index (paired comparisons). With
+``resample_data=False`` all restarts share the data of ``data_seed``. Both seeds are
+recorded in every checkpoint.
+
+Checkpoint ``step_t`` holds ``θ_t`` (after ``t`` updates; ``step_00000`` is the
+initialisation) and its metadata carries the history row's accuracies. The results table
+uses the final row (the Colored MNIST script reports the forward pass of its last update
+instead, one Adam step earlier). The folder layout is :class:`landscape.runs.RunFolder`'s.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from landscape.checkpoint import load_tensors, save_checkpoint, save_tensors
+from landscape.device import resolve_device
+from landscape.domains import check_domains, concat
+from landscape.io import atomic_write
+from landscape.runs import RunFolder
+from landscape.training.config import TrainConfig
+from landscape.training.history import write_history
+from landscape.training.results import RunResults
+from landscape.training.trainer import Trainer
+
+
+def run_dir(out_dir: str | os.PathLike, algorithm: str, restart: int) -> Path:
+    """Folder of one (algorithm, restart) inside a run folder."""
+    return RunFolder(out_dir).restart_dir(algorithm, restart)
+
+
+def checkpoint_path(out_dir: str | os.PathLike, algorithm: str, restart: int, step: int) -> Path:
+    """Path of the checkpoint of ``step`` (weights after ``step`` updates)."""
+    return RunFolder(out_dir).checkpoint_path(algorithm, restart, step)
+
+
+def full_batches(domains: Mapping[str, Any], device, dtype) -> dict[str, tuple[Tensor, Tensor]]:
+    """Each domain as one ``(X, y)`` pair on ``device``; floating tensors cast to ``dtype``."""
+    out = {}
+    for name, data in check_domains(domains, what="training").items():
+        X, y = concat(data)
+        X = X.to(device=device, dtype=dtype if X.is_floating_point() else None)
+        y = y.to(device=device, dtype=dtype if y.is_floating_point() else None)
+        out[name] = (X, y)
+    return out
+
+
+@dataclass
+class RestartData:
+    """The data of one restart: its spec, full batches and domain split."""
+
+    restart: int
+    spec: dict
+    batches: dict[str, tuple[Tensor, Tensor]]
+    train_domains: list[str]
+    test_domains: list[str]
+
+    @classmethod
+    def build(cls, config: TrainConfig, restart: int, data_dir, device) -> RestartData:
+        from landscape.data import build_domains
+
+        spec = config.data_spec(restart)
+        dtype = config.torch_dtype
+        domains = build_domains(spec, data_dir=data_dir, device=device, dtype=dtype)
+        train_domains, test_domains = config.dataset.split(list(domains))
+        names = train_domains + test_domains
+        batches = full_batches({d: domains[d] for d in names}, device, dtype)
+        return cls(restart, spec, batches, train_domains, test_domains)
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    progress: bool = True,
+    resume: bool = True,
+    data_dir: str | os.PathLike | None = None,
+    callback: Callable[[Trainer, dict[str, float]], None] | None = None,
+) -> RunResults:
+    """Train every algorithm of ``config`` for ``config.restarts`` restarts into ``out_dir``.
+
+    The run folder is locked while training (:meth:`landscape.runs.RunFolder.lock`): a
+    second process writing the same folder is refused.
+
+    Args:
+        config: the settings (the defaults reproduce the Colored MNIST protocol).
+        out_dir: the run folder (see :class:`landscape.runs.RunFolder` for its layout).
+        progress: show a tqdm bar over all steps of all runs.
+        resume: continue what ``out_dir`` holds: finished (algorithm, restart) pairs are
+            skipped, interrupted ones continue from their last state (bit-identical to an
+            uninterrupted run on the same device). ``False`` starts every pair over.
+        data_dir: where the MNIST cache lives (see :mod:`landscape.data.mnist`).
+        callback: called as ``callback(trainer, row)`` after every update (an exception
+            raised there interrupts the run like a crash would).
+
+    Returns:
+        The :class:`RunResults`, also saved as ``out_dir/results.{json,npz}`` and
+        ``out_dir/results.md``.
+
+    Raises:
+        RunFolderLockedError: (a ``ValueError``) another live process writes ``out_dir``.
+        ValueError: ``out_dir`` holds a run with another configuration (the message names
+            the differing key), a domain is unknown, or the loss became non-finite
+            (:class:`NonFiniteLossError`).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()
+    folder = RunFolder(out_dir)
+    with folder.lock():
+        if resume and folder.has_config():
+            _check_same_config(folder, config)
+        device = resolve_device(config.device)
+        data = RestartData.build(config, 0, data_dir, device)
+        folder.write_config(config.to_dict())
+        results = _train_all(config, folder, data, data_dir, device, progress=progress,
+                             resume=resume, callback=callback)  # fmt: skip
+        results.save(folder.results_stem)
+        text = results.markdown()
+        atomic_write(folder.results_markdown, lambda f: f.write(text), binary=False)
+    return results
+
+
+def _check_same_config(folder: RunFolder, config: TrainConfig) -> None:
+    differing = config.differing_key(folder.read_config())
+    if differing is not None:
+        key, old, new = differing
+        raise ValueError(
+            f"{folder.root} holds a run with another configuration: {key} is {old!r} there and "
+            f"{new!r} now; pass the same settings to resume, or choose another output folder"
+        )
+
+
+def _train_all(config, folder, data, data_dir, device, *, progress, resume, callback):
+    total = len(config.algorithms) * config.restarts * config.steps
+    final_rows: dict[str, list[dict[str, float]]] = {}
+    seeds: dict[str, list[int]] = {}
+    train_domains, test_domains = data.train_domains, data.test_domains
+    with tqdm(total=total, disable=not progress, unit="step", dynamic_ncols=True) as bar:
+        for algo in config.algorithms:
+            final_rows[algo], seeds[algo] = [], []
+            for k in range(config.restarts):
+                bar.set_description(f"{algo} restart {k + 1}/{config.restarts}")
+                if config.resample_data and k != data.restart:
+                    data = RestartData.build(config, k, data_dir, device)
+                row = _train_one(config, algo, k, data, train_domains, test_domains, folder,
+                                 resume=resume, bar=bar, callback=callback)  # fmt: skip
+                final_rows[algo].append(row)
+                seeds[algo].append(config.seed + k)
+    return RunResults.from_final(
+        config, train_domains, test_domains, final_rows, seeds, out_dir=str(folder.root)
+    )
+
+
+def _train_one(
+    config, algo, k, data, train_domains, test_domains, folder, *, resume, bar, callback
+) -> dict[str, float]:
+    """Train (or resume, or skip when finished) one (algorithm, restart); its final row."""
+    state_file = folder.state_path(algo, k)
+    tensors = meta = None
+    if resume and state_file.is_file():
+        tensors, meta = load_tensors(state_file)
+        if meta.get("finished"):
+            bar.update(config.steps)
+            return meta["final_row"]
+    elif folder.restart_dir(algo, k).is_dir():  # start over: remove what an earlier run wrote
+        shutil.rmtree(folder.checkpoint_dir(algo, k), ignore_errors=True)
+        for path in (state_file, folder.history_path(algo, k)):
+            path.unlink(missing_ok=True)
+    trainer = Trainer(config, algo, k, data.batches, train_domains, test_domains)
+    if meta is not None:
+        trainer.load_state(tensors, meta)
+        bar.update(trainer.step)
+
+    def save_state(final_row=None):
+        tensors, meta = trainer.state_tensors()
+        meta["finished"] = final_row is not None
+        meta["final_row"] = final_row
+        save_tensors(state_file, tensors, meta)
+        write_history(folder.history_path(algo, k),
+                      trainer.rows + ([final_row] if final_row else []))  # fmt: skip
+
+    def save_ckpt(row):
+        path = folder.checkpoint_path(algo, k, int(row["step"]))
+        save_checkpoint(path, trainer.model, trainer.metadata(row, data.spec))
+
+    ckpt_steps = set(config.checkpoint_steps)
+    while trainer.step < config.steps:
+        # the row of θ_t comes from update t itself: its checkpoint is saved just before
+        row = trainer.train_step(before_update=save_ckpt if trainer.step in ckpt_steps else None)
+        bar.update(1)
+        if trainer.step % 10 == 0 or trainer.step == config.steps:
+            shown = {f"acc {d}": f"{row[f'acc/{d}']:.3f}" for d in test_domains[:1]}
+            bar.set_postfix(loss=f"{row['loss']:.4g}", **shown)
+        if callback is not None:
+            callback(trainer, row)
+        if trainer.step % config.state_every == 0 and trainer.step < config.steps:
+            save_state()
+    final = trainer.evaluate()
+    save_ckpt(final)
+    save_state(final_row=final)
+    return final

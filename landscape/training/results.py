@@ -1,0 +1,92 @@
+"""The results of a run folder: final accuracies per restart and their mean ± std."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from landscape.io import SavedResult
+from landscape.names import TRAIN_COLUMN, algorithm_name, column_title, mean_spread
+
+
+@dataclass
+class RunResults(SavedResult):
+    """Final accuracies of a run folder and their mean ± std over restarts (percent).
+
+    Attributes:
+        config: the :class:`~landscape.training.TrainConfig` as a dict.
+        train_domains, test_domains: domain names.
+        seeds: ``{algorithm: [seed of restart 0, 1, ...]}``.
+        final: ``{algorithm: {column: [value per restart]}}`` with the columns of the final
+            history row (``acc/<domain>``, ``loss/<domain>``, penalties, ...).
+        table: ``{algorithm: {column title: [mean, std]}}`` in percent; ``"Train acc."`` is
+            the mean over the training domains, then one column per test domain. The std is
+            the population std over restarts (``ddof=0``, as the Colored MNIST script); it is
+            0 for a single restart, which :meth:`markdown` does not print as a spread.
+        out_dir: the run folder.
+    """
+
+    config: dict
+    train_domains: list
+    test_domains: list
+    seeds: dict
+    final: dict
+    table: dict
+    out_dir: str = ""
+
+    @classmethod
+    def from_final(
+        cls,
+        config,
+        train_domains: Sequence[str],
+        test_domains: Sequence[str],
+        final_rows: Mapping[str, Sequence[dict[str, float]]],
+        seeds: Mapping[str, Sequence[int]],
+        out_dir: str = "",
+    ) -> RunResults:
+        """Aggregate the final rows ``{algorithm: [row of restart 0, 1, ...]}`` of a run with
+        ``config`` (a :class:`~landscape.training.TrainConfig` or its dict)."""
+        final: dict[str, dict[str, list[float]]] = {}
+        table: dict[str, dict[str, list[float]]] = {}
+        for algo, rows in final_rows.items():
+            final[algo] = {c: [float(r.get(c, math.nan)) for r in rows] for c in rows[0]}
+            train_acc = np.mean([[r[f"acc/{d}"] for d in train_domains] for r in rows], axis=1)
+            columns = {TRAIN_COLUMN: train_acc}
+            for d in test_domains:
+                columns[column_title(d)] = np.array([r[f"acc/{d}"] for r in rows])
+            table[algo] = {
+                title: [float(100 * v.mean()), float(100 * v.std())] for title, v in columns.items()
+            }
+        return cls(
+            config=config if isinstance(config, dict) else config.to_dict(),
+            train_domains=list(train_domains),
+            test_domains=list(test_domains),
+            seeds={a: [int(s) for s in v] for a, v in seeds.items()},
+            final=final,
+            table=table,
+            out_dir=str(out_dir),
+        )
+
+    def restarts(self) -> dict[str, int]:
+        """``{algorithm: number of restarts}``."""
+        return {a: len(v) for a, v in self.seeds.items()}
+
+    def markdown(self, digits: int = 1) -> str:
+        """The table in Markdown, ``mean ± std`` in percent (``mean`` alone for an algorithm
+        with a single restart: there is no spread), one row per algorithm."""
+        if not self.table:
+            return "(no finished run)\n"
+        titles = list(next(iter(self.table.values())))
+        restarts = self.restarts()
+        lines = [
+            "| Method | " + " | ".join(titles) + " | Restarts |",
+            "|---|" + "---|" * len(titles) + "---|",
+        ]
+        for algo, cols in self.table.items():
+            n = restarts.get(algo, 0)
+            cells = [mean_spread(m, s, n, digits) for m, s in (cols[t] for t in titles)]
+            lines.append(f"| {algorithm_name(algo)} | " + " | ".join(cells) + f" | {n} |")
+        return "\n".join(lines) + "\n"

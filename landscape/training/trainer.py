@@ -1,0 +1,179 @@
+"""One training run: one algorithm, one restart, full-batch Adam on the objective.
+
+History row ``t`` (``t = 0 .. steps-1``) is measured at the weights ``θ_t`` *before* update
+``t`` (it is the forward pass that update uses); :meth:`Trainer.evaluate` gives the row of
+the current weights without updating them (the run's last row, ``t = steps``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from landscape.losses import build_loss
+from landscape.models import build_model
+from landscape.training import state as _state
+from landscape.training.config import TrainConfig
+from landscape.training.objective import Objective, split_batches
+from landscape.training.penalties import Penalties, check_algorithm
+
+
+def model_spec(config: TrainConfig, batches: Mapping[str, tuple[Tensor, Tensor]]) -> dict:
+    """The MLP spec of ``config`` for the data ``batches`` (input and output widths)."""
+    X, y = next(iter(batches.values()))
+    input_dim = int(np.prod(X.shape[1:]))
+    if config.loss == "ce":
+        output_dim = int(max(int(b[1].max()) for b in batches.values())) + 1
+    else:
+        output_dim = int(y.shape[1]) if y.dim() > 1 else 1
+    return {
+        "arch": "mlp",
+        "input_dim": input_dim,
+        "hidden_dims": list(config.hidden_dims),
+        "output_dim": output_dim,
+    }
+
+
+class Trainer:
+    """One training run: one algorithm, one restart (seed ``config.seed + restart``).
+
+    Args:
+        config: the run's settings.
+        algorithm: one of ``config.algorithms``.
+        restart: restart index ``k``.
+        batches: ``{domain: (X, y)}`` full batches already on the training device and dtype,
+            covering ``train_domains`` and ``test_domains``.
+        train_domains, test_domains: domain names (order kept).
+
+    ``trainer.step`` is the number of updates done; :meth:`train_step` does one more and
+    returns its history row; :meth:`evaluate` measures the current weights without updating.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        algorithm: str,
+        restart: int,
+        batches: Mapping[str, tuple[Tensor, Tensor]],
+        train_domains: Sequence[str],
+        test_domains: Sequence[str],
+    ):
+        try:
+            check_algorithm(algorithm)
+        except ValueError as err:
+            raise ValueError(f"{err} or all") from None
+        self.config = config
+        self.algorithm = algorithm
+        self.restart = int(restart)
+        self.seed = config.seed + self.restart
+        self.train_domains = list(train_domains)
+        self.test_domains = list(test_domains)
+        self.train_batches, self.test_batches = split_batches(
+            batches, self.train_domains, self.test_domains
+        )
+        X0 = next(iter(batches.values()))[0]
+        self.model_spec = model_spec(config, batches)
+        # initialise on CPU with a private RNG stream: same weights on every device, and the
+        # caller's global RNG is left untouched
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = build_model(self.model_spec)
+        self.model = model.to(device=X0.device, dtype=X0.dtype).train()
+        self.loss_func = build_loss(config.loss)
+        self.penalties = Penalties(
+            self.model,
+            self.loss_func,
+            self.train_domains,
+            distance=config.distance,
+            ema=config.ema,
+            algorithm=algorithm,
+        )
+        self._protocol = config.protocol
+        self._objective = Objective(
+            self._protocol, algorithm, self.model, self.loss_func, self.penalties,
+            self.train_batches, self.test_batches,
+            where=f"algorithm {algorithm!r}, restart {self.restart}",
+        )  # fmt: skip
+        self.optimizer = self.new_optimizer()
+        self.step = 0
+        self.rows: list[dict[str, float]] = []
+
+    def new_optimizer(self) -> torch.optim.Adam:
+        """A fresh Adam on the model's parameters."""
+        return torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+
+    def objective(self, step: int, log_all: bool | None = None):
+        """``(loss, row)`` at the current weights for update ``step`` (see
+        :class:`landscape.training.objective.Objective`)."""
+        return self._objective(step, log_all)
+
+    def train_step(
+        self,
+        log_all: bool | None = None,
+        before_update: Callable[[dict[str, float]], None] | None = None,
+    ) -> dict[str, float]:
+        """One Adam update of the full-batch objective; returns the row at ``θ_t`` (before it).
+
+        Args:
+            log_all: override ``config.log_all`` for this step.
+            before_update: called with the row while the weights are still ``θ_t`` (used to
+                save the checkpoint of step ``t``).
+
+        Raises:
+            NonFiniteLossError: the objective is NaN or infinite (checked before the update).
+        """
+        t = self.step
+        if t >= self.config.steps:
+            raise ValueError(f"the run is finished ({self.config.steps} steps done)")
+        if self._protocol.resets_optimizer_at(self.algorithm, t):
+            self.optimizer = self.new_optimizer()
+        loss, row = self._objective(t, log_all)
+        self._objective.check_finite(row, t)
+        if before_update is not None:
+            before_update(row)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step = t + 1
+        self.rows.append(row)
+        return row
+
+    def evaluate(self) -> dict[str, float]:
+        """The history row of the current weights (no update; Fishr's EMA state is kept)."""
+        saved = copy.deepcopy(self.penalties.state_dict())
+        _, row = self._objective(self.step)
+        self.penalties.load_state_dict(saved)
+        self.model.zero_grad(set_to_none=True)
+        return row
+
+    def metadata(self, row: dict[str, float], data_spec: dict) -> dict[str, Any]:
+        """Checkpoint metadata for the current weights, whose history row is ``row``."""
+        shown = self.train_domains + self.test_domains
+        return {
+            "algorithm": self.algorithm,
+            "hyperparameters": self.config.to_dict(),
+            "data": data_spec,
+            "loss": self.config.loss,
+            "dtype": self.config.dtype,
+            "train_domains": self.train_domains,
+            "test_domains": self.test_domains,
+            "seed": self.seed,
+            "restart": self.restart,
+            "step": int(row["step"]),
+            "penalty_weight": row["penalty_weight"],
+            "accuracies": {d: row[f"acc/{d}"] for d in shown},
+            "losses": {d: row[f"loss/{d}"] for d in shown},
+        }
+
+    def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Everything needed to continue bit-identically (see :mod:`landscape.training.state`)."""
+        return _state.state_tensors(self)
+
+    def load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Restore a state written by :meth:`state_tensors`."""
+        _state.load_state(self, tensors, meta)
