@@ -79,7 +79,9 @@ def normalize_direction(
 
 def _gaussian(like: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
     """Standard Gaussian entries drawn on the CPU in float64 (same numbers on every device)."""
-    return {n: torch.randn(p.shape, generator=generator, dtype=torch.float64) for n, p in like.items()}
+    return {
+        n: torch.randn(p.shape, generator=generator, dtype=torch.float64) for n, p in like.items()
+    }
 
 
 def random_directions(

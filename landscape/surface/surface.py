@@ -1,0 +1,170 @@
+"""The orchestrator :func:`loss_surface`: validate, resolve once, evaluate rows, assemble."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from landscape.surface.batchnorm import batch_norm_layers
+from landscape.surface.data import Domain, prepare_domains
+from landscape.surface.directions import Directions
+from landscape.surface.evaluators import Evaluator, check_mode, loss_reduction, wants_accuracy
+from landscape.surface.first_layer import FirstLayer, choose_first_layer
+from landscape.surface.grid import make_grid
+from landscape.surface.options import SurfaceOptions
+from landscape.surface.plane import Plane
+from landscape.surface.result import SurfaceResult
+from landscape.surface.store import RowStore, surface_fingerprint
+
+__all__ = ["loss_surface"]
+
+
+def _evaluator(
+    model, loss_func, plane: Plane, domains: dict[str, Domain], opts: SurfaceOptions, seeds
+):
+    """``(evaluator, plane, domains, settings)``: the evaluation path and what it needs
+    (``seeds``: the subsampling seeds, recorded in the settings).
+
+    With the first-layer shortcut, the layer's weight leaves the plane and each domain gets
+    its precomputed products.
+    """
+    layers = batch_norm_layers(model)
+    recompute = opts.batch_norm == "recompute" and bool(layers)
+    points_per_call = opts.resolve_points_per_call(plane.device, recompute)
+    first_name = None
+    if not recompute:
+        probe = next(iter(domains.values())).batches[0][0][:2]
+        first_name = choose_first_layer(model, probe, opts.first_layer)
+    shortcut = FirstLayer(model, first_name) if first_name is not None else None
+    if shortcut is not None:
+        domains = {n: shortcut.attach(d, plane) for n, d in domains.items()}
+        plane = plane.without(shortcut.weight_name)
+    evaluator = Evaluator(
+        model,
+        loss_func,
+        reduction=loss_reduction(loss_func),
+        accuracy=wants_accuracy(loss_func, opts.accuracy),
+        first_layer=shortcut,
+        batch_norm=tuple(layers) if recompute else (),
+    )
+    path = ("first_layer" if shortcut is not None else "plain") + (
+        "+vmap" if points_per_call > 1 else ""
+    )
+    settings = {
+        "loss": type(loss_func).__name__,
+        "reduction": evaluator.reduction,
+        "subsample": opts.subsample,
+        "subsample_seeds": seeds,
+        "seed": opts.seed,
+        "batch_size": opts.batch_size,
+        "batch_norm": opts.batch_norm if layers else "none (no batch norm)",
+        "path": path,
+        "first_layer": first_name,
+        "points_per_call": points_per_call,
+        "accuracy": evaluator.accuracy,
+        "device": str(plane.device),
+        "dtype": str(plane.dtype).replace("torch.", ""),
+    }
+    return evaluator, plane, domains, settings
+
+
+def loss_surface(
+    model: nn.Module,
+    loss_func: nn.Module,
+    domains,
+    directions: Directions,
+    grid=None,
+    *,
+    options: SurfaceOptions | None = None,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    **option_kwargs: Any,
+) -> SurfaceResult:
+    """Loss and accuracy of every domain on a 2D grid of one plane.
+
+    Args:
+        model: the network, in eval mode (see the package docstring on batch norm); its
+            parameters are the origin :math:`\\theta_0` unless ``directions.origin`` fixes
+            one. It is not modified: parameters, ``requires_grad`` flags and modes are the
+            same afterwards.
+        loss_func: the loss (``reduction="mean"`` or ``"sum"``; the risk is the mean over
+            all samples either way, batches weighted by their size).
+        domains: ``{name: data}`` (see :mod:`landscape.domains`); all share the plane.
+        directions: from :mod:`landscape.surface.directions` (names and shapes must match the
+            model).
+        grid: see :func:`landscape.surface.make_grid`; default :math:`[-1, 1]^2`, 21 x 21 (or
+            covering the directions' checkpoints / trajectory).
+        options: a :class:`~landscape.surface.SurfaceOptions`; its fields are also accepted
+            as plain keyword arguments (``subsample``, ``seed``, ``batch_size``,
+            ``accuracy``, ``batch_norm``, ``points_per_call``, ``first_layer``), which
+            override it.
+        checkpoint_dir: folder where finished rows are saved, for resuming.
+        progress: show a tqdm progress bar.
+        **option_kwargs: fields of :class:`~landscape.surface.SurfaceOptions`.
+
+    Returns:
+        A :class:`~landscape.surface.SurfaceResult`.
+
+    Raises:
+        ValueError: empty grid, unknown option, directions built for another model, model
+            in train mode, NaN loss, a checkpoint folder with other settings.
+        TypeError: directions of another type, an unknown keyword argument.
+
+    Example:
+        >>> import torch
+        >>> from landscape.surface.directions import random_directions
+        >>> model = torch.nn.Linear(2, 1).double().eval()
+        >>> X = torch.randn(8, 2, dtype=torch.float64)
+        >>> dirs = random_directions(model, seed=0)
+        >>> res = loss_surface(model, torch.nn.MSELoss(), {"a": (X, X[:, :1])}, dirs,
+        ...                    grid=(-1, 1, 3), progress=False)
+        >>> res.losses["a"].shape
+        (3, 3)
+    """
+    opts = SurfaceOptions.merge(options, option_kwargs)
+    if not isinstance(directions, Directions):
+        raise TypeError(
+            f"directions must be a landscape Directions (e.g. random_directions(model)), got "
+            f"{type(directions).__name__}"
+        )
+    directions.check_model(model)
+    check_mode(model)
+    loss_reduction(loss_func)
+    alphas, betas = make_grid(grid, directions)
+    plane = Plane.resolve(model, directions)
+    data, seeds = prepare_domains(
+        domains, opts.subsample, opts.seed, opts.batch_size, plane.device, plane.dtype
+    )
+    evaluator, plane, data, settings = _evaluator(model, loss_func, plane, data, opts, seeds)
+    rows: dict[int, dict] = {}
+    store = None
+    if checkpoint_dir is not None:
+        fingerprint = surface_fingerprint(alphas, betas, data, directions, model, settings)
+        store = RowStore(checkpoint_dir, fingerprint)
+        rows = store.load(len(alphas))
+    bar = tqdm(
+        total=len(alphas) * len(betas) * len(data),
+        initial=len(rows) * len(betas) * len(data),
+        disable=not progress,
+        desc="loss surface",
+        unit="pt",
+    )
+    with torch.no_grad(), bar:
+        for i, alpha in enumerate(alphas):
+            if i not in rows:
+                rows[i] = evaluator.row(plane, data, alpha, betas, settings["points_per_call"], bar)
+                if store is not None:
+                    store.save(i, rows[i])
+    return SurfaceResult.from_rows(
+        alphas,
+        betas,
+        [rows[i] for i in range(len(alphas))],
+        {n: d.num_samples for n, d in data.items()},
+        accuracy=evaluator.accuracy,
+        directions=directions.describe(),
+        settings=settings,
+    )

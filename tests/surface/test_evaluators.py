@@ -1,0 +1,84 @@
+"""Tests for landscape.surface.evaluators: every evaluation path against a brute-force loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from landscape.surface import (
+    loss_surface,
+)
+from landscape.surface.directions import (
+    random_directions,
+)
+from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.surface.helpers import ConvBN, assert_untouched, brute_force, snapshot
+
+CASES = {
+    "mlp-bce": lambda dt: (
+        make_mlp(dim=10, hidden=(7, 5), dtype=dt),
+        nn.BCEWithLogitsLoss(),
+        make_binary_domains(3, n=30, dim=10, dtype=dt),
+    ),
+    "mlp-ce-batches": lambda dt: (
+        make_mlp(dim=10, hidden=(6,), out=3, dtype=dt),
+        nn.CrossEntropyLoss(reduction="sum"),
+        {
+            k: [(v[0][0][:17], v[0][1][:17]), (v[0][0][17:], v[0][1][17:])]
+            for k, v in make_multiclass_domains(2, n=30, dim=10, dtype=dt).items()
+        },
+    ),
+    "conv-bn-dropout": lambda dt: (
+        ConvBN().to(dt).eval(),
+        nn.CrossEntropyLoss(),
+        {
+            f"d{e}": [(torch.randn(12, 1, 5, 5, dtype=dt) + e, torch.randint(0, 3, (12,)))]
+            for e in range(2)
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize(
+    "path",
+    [("auto", 1), (False, 1), (False, 3), ("auto", 4)],
+    ids=["auto", "plain", "vmap", "auto-vmap"],
+)
+def test_every_path_equals_the_brute_force_loop(case, path, dtype):
+    torch.manual_seed(0)
+    model, loss_func, domains = CASES[case](dtype)
+    with torch.no_grad():  # non-zero batch-norm statistics
+        for b in model.buffers():
+            if b.is_floating_point():
+                b.add_(0.1 * torch.rand_like(b))
+    dirs = random_directions(model, seed=1, include_biases=case != "mlp-bce")
+    alphas, betas = np.linspace(-1, 1, 3), np.linspace(-0.5, 1, 4)
+    first_layer, ppc = path
+    snap = snapshot(model)
+    res = loss_surface(
+        model,
+        loss_func,
+        domains,
+        dirs,
+        grid=(alphas, betas),
+        first_layer=first_layer,
+        points_per_call=ppc,
+        progress=False,
+    )
+    assert_untouched(model, snap)
+    expected_first = case != "conv-bn-dropout" and first_layer == "auto"
+    assert res.settings["path"].startswith("first_layer" if expected_first else "plain")
+    ref_loss, ref_acc = brute_force(model, loss_func, domains, dirs, alphas, betas)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for name in domains:
+        expected = ref_loss[name]
+        if loss_func.reduction == "sum":
+            n = sum(b[0].shape[0] for b in domains[name])
+            expected = ref_loss[name] / n  # the risk is the mean loss
+        np.testing.assert_allclose(res.losses[name], expected, rtol=tol, atol=tol)
+        if dtype == torch.float64:
+            np.testing.assert_array_equal(res.accuracies[name], ref_acc[name])
+    assert res.num_samples == {n: sum(b[0].shape[0] for b in d) for n, d in domains.items()}
