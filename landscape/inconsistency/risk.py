@@ -1,0 +1,91 @@
+r"""One domain's true risk :math:`R_e(\theta^* + x)` at displaced weights (and its gradient).
+
+The empirical check (:mod:`landscape.inconsistency.checks`) and the risks at :math:`\theta^*`
+of :func:`~landscape.inconsistency.score.inconsistency_score` use this one evaluator, so the
+rise :math:`|R_A(\theta^*+x) - R_A(\theta^*)|` is measured with one arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from landscape.domains import as_batches, num_samples
+from landscape.params import flatten, select_params, unflatten
+
+
+class DisplacedRisk:
+    r"""One domain's risk :math:`R_e(\theta^* + x)` and its gradient for displacements ``x``.
+
+    ``x [D]`` moves only the parameters chosen by ``params`` (in their flattened order). The
+    model is evaluated with :func:`torch.func.functional_call` on a displaced parameter
+    dictionary, so its parameters, ``requires_grad`` flags and mode are never touched. The
+    risk is the mean loss over all samples (batches weighted by their size), in the model's
+    dtype, on the device of its parameters.
+    """
+
+    def __init__(self, model, loss_func, data, params=None):
+        self.model = model
+        self.loss_func = loss_func
+        self.batches = as_batches(data)
+        selected = select_params(model, params)
+        self.like = {n: p.detach() for n, p in selected.items()}
+        self.fixed = {n: p.detach() for n, p in model.named_parameters() if n not in selected}
+        self.fixed.update(dict(model.named_buffers()))
+        self.theta0 = flatten(self.like)
+        self.dtype = self.theta0.dtype
+        self.device = self.theta0.device
+        self.num_samples = num_samples(self.batches)
+        self.evaluations = 0
+
+    def _params(self, x, requires_grad: bool = False):
+        if x is None:
+            theta = self.theta0.clone()
+        else:
+            dx = torch.as_tensor(np.asarray(x), dtype=self.dtype, device=self.device)
+            theta = self.theta0 + dx
+        if requires_grad:
+            theta.requires_grad_(True)
+        return theta, {**self.fixed, **unflatten(theta, self.like)}
+
+    def _batch(self, X, y):
+        X = X.to(self.device, self.dtype) if X.is_floating_point() else X.to(self.device)
+        y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
+        return X, y
+
+    def value(self, x=None) -> float:
+        """:math:`R_e(\\theta^* + x)` (``x=None``: at :math:`\\theta^*`)."""
+        _, params = self._params(x)
+        total = 0.0
+        with torch.no_grad():
+            for X, y in self.batches:
+                X, y = self._batch(X, y)
+                out = functional_call(self.model, params, (X,))
+                total += float(self.loss_func(out, y)) * int(X.shape[0])
+        self.evaluations += 1
+        value = total / self.num_samples
+        if not math.isfinite(value):
+            raise ValueError("the risk is NaN or infinite at the displaced weights")
+        return value
+
+    def value_and_grad(self, x=None) -> tuple[float, np.ndarray]:
+        """:math:`R_e` and :math:`\\nabla R_e` ``[D]`` (float64 NumPy) at :math:`\\theta^*+x`."""
+        theta, params = self._params(x, requires_grad=True)
+        total = 0.0
+        grad = torch.zeros_like(theta)
+        for X, y in self.batches:
+            X, y = self._batch(X, y)
+            loss = self.loss_func(functional_call(self.model, params, (X,)), y)
+            w = int(X.shape[0]) / self.num_samples
+            (g,) = torch.autograd.grad(loss, theta, retain_graph=False, allow_unused=True)
+            if g is not None:
+                grad += w * g
+            total += float(loss.detach()) * w
+            theta, params = self._params(x, requires_grad=True)
+        self.evaluations += 1
+        if not math.isfinite(total):
+            raise ValueError("the risk is NaN or infinite at the displaced weights")
+        return total, grad.detach().to("cpu", torch.float64).numpy()

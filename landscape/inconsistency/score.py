@@ -1,0 +1,362 @@
+r"""The inconsistency score :math:`I^\varepsilon` over every ordered pair of domains.
+
+:func:`inconsistency_score` validates and resolves its arguments once (:class:`ScoreSettings`),
+builds one backend per domain (dense, matrix-free or diagonal: the protocol of
+:mod:`landscape.inconsistency.protocol`), solves every ordered pair, assembles the pairwise
+values and runs the empirical check on the true losses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from landscape.inconsistency.checks import run_checks
+from landscape.inconsistency.definiteness import REMEDY_HINT, NotConvergedError
+from landscape.inconsistency.dense import DenseCurvature, dense_curvatures
+from landscape.inconsistency.diagonal import DiagonalCurvature, diagonals
+from landscape.inconsistency.matrix_free import MatrixFreeCurvature
+from landscape.inconsistency.options import (
+    CURVATURES,
+    DIAGONAL_SOURCES,
+    METHODS,
+    PD_RTOL,
+    CheckOptions,
+    SolverOptions,
+    check_epsilon,
+    choice,
+)
+from landscape.inconsistency.protocol import GeneralizedEig
+from landscape.inconsistency.remedy import Remedy
+from landscape.inconsistency.result import InconsistencyResult, as_given
+from landscape.inconsistency.risk import DisplacedRisk
+
+
+@dataclass(frozen=True)
+class ScoreSettings:
+    """Every setting of one :func:`inconsistency_score` call, validated once.
+
+    Attributes:
+        epsilon: ``[E]``; ``scalar``: whether the caller gave one number.
+        method, curvature, diagonal_source: see :func:`inconsistency_score`.
+        remedy: the :class:`~landscape.inconsistency.remedy.Remedy`.
+        solver: :class:`~landscape.inconsistency.options.SolverOptions` (``rtol`` and
+            ``seed`` apply to every method).
+        check: :class:`~landscape.inconsistency.options.CheckOptions`.
+        progress: show progress bars.
+    """
+
+    epsilon: np.ndarray
+    scalar: bool
+    method: str
+    curvature: str
+    diagonal_source: str
+    remedy: Remedy
+    solver: SolverOptions
+    check: CheckOptions
+    progress: bool = True
+
+
+def inconsistency_score(
+    model,
+    loss_func,
+    domains: Mapping,
+    epsilon: float | Sequence[float],
+    params=None,
+    method: str = "dense",
+    *,
+    curvature: str = "hessian",
+    diagonal_source: str = "hessian",
+    remedy: str | None = None,
+    damping: float = 1e-3,
+    k: int | None = None,
+    check: bool = True,
+    check_steps: int = 30,
+    check_restarts: int = 0,
+    solver: str = "lobpcg",
+    tol: float = 1e-6,
+    maxiter: int = 100,
+    block_size: int = 2,
+    lanczos_steps: int = 30,
+    rtol: float = PD_RTOL,
+    seed: int = 0,
+    progress: bool = True,
+    solver_options: SolverOptions | None = None,
+    check_options: CheckOptions | None = None,
+) -> InconsistencyResult:
+    r"""The inconsistency score :math:`I^\varepsilon` of a model over its domains.
+
+    For every ordered pair ``(A, B)`` of domains: the risk term :math:`R_B - R_A`, the
+    curvature term :math:`\varepsilon \max(\lambda_{\max}(H_B, H_A), 0)` and their sum; the
+    score is the largest sum (at least ``ε``, the value of ``(A, A)``), as in docs/method.md
+    section 3 (Parascandolo et al. 2021; Rame et al. 2022, section 3):
+
+    .. math::
+
+        I^\varepsilon \approx \max_{(A, B)} \Big[ R_B - R_A
+            + \max_{\frac12 \theta^\top H_A \theta \le \varepsilon} \tfrac12 \theta^\top
+            H_B \theta \Big], \qquad
+        \max_{\frac12 \theta^\top H_A \theta \le \varepsilon} \tfrac12 \theta^\top H_B \theta
+            = \varepsilon \max(\lambda_{\max}(H_B, H_A), 0).
+
+    The eigenproblems are solved once: a list of ``ε`` costs nothing more (the curvature
+    term is linear in ``ε``) except for the empirical check.
+
+    Args:
+        model: the network at :math:`\theta^*` (eval mode; never changed).
+        loss_func: mean-reduced ``BCEWithLogitsLoss``, ``CrossEntropyLoss`` or ``MSELoss``.
+        domains: ``{name: data}`` with at least two domains.
+        epsilon: ``ε > 0``, or a list of them.
+        params: the parameters ``θ`` moves (``None`` = all, a prefix such as
+            ``"classifier"``, or names).
+        method: ``"dense"`` (``[D, D]`` curvature matrices in float64: summed in float64 from
+            the model's own features for the output layer's closed form, else computed on a
+            float64 copy of the model and data; ``D`` up to a few thousand),
+            ``"matrix-free"`` (LOBPCG / ARPACK on curvature-vector products; whole networks)
+            or ``"diagonal"`` (ratios of diagonals :math:`\max_k h_{B,k}/h_{A,k}`, the
+            approximation Fishr matches).
+        curvature: ``"hessian"``, ``"ggn"`` (generalised Gauss-Newton) or ``"ef"`` (empirical
+            Fisher).
+        diagonal_source: for ``method="diagonal"``: ``"hessian"`` (the diagonal of the chosen
+            curvature) or ``"variance"`` (Fishr's per-domain gradient variances).
+        remedy: what to do when ``H_A`` is not positive definite: ``None`` (raise
+            :class:`NotPositiveDefiniteError` with the report), ``"damping"`` (``H_A + δI``,
+            ``δ = damping·λ_max(H_A)``) or ``"top-k"`` (``θ`` restricted to the span of the
+            ``k`` leading eigenvectors of ``H_A``; for the diagonal method the ``k`` largest
+            entries). A singular ``H_A`` whose null space every ``H_B`` shares is solved on
+            its range (reported as ``remedy="range"`` for that pair).
+        damping: relative damping for ``remedy="damping"``.
+        k: subspace size for ``remedy="top-k"``.
+        check: run the empirical check on the true losses (line along every pair's maximiser,
+            projected ascent on the winning pair; see :mod:`landscape.inconsistency.checks`).
+        check_steps, check_restarts: ascent steps and seeded random restarts of the search.
+        solver, tol, maxiter, block_size, lanczos_steps, rtol, seed: the solver options
+            (:class:`SolverOptions`): matrix-free eigensolver, its relative tolerance (also
+            of the top-``k`` Lanczos), iteration limit, LOBPCG block size, Lanczos products
+            per domain, ``λ_min ≤ rtol·λ_max`` counts as singular, seed of every random start.
+        progress: show progress bars.
+        solver_options, check_options: the option groups whole (override the plain keywords).
+
+    Returns:
+        An :class:`InconsistencyResult`; ``print(result)`` shows the table.
+
+    Raises:
+        ValueError: ``ε ≤ 0``, fewer than two domains, unknown method / curvature / remedy,
+            ``D`` too large for the dense method.
+        NotPositiveDefiniteError: some ``H_A`` is singular or indefinite and ``remedy`` is
+            ``None`` (the message names the remedies; ``err.report`` has the details).
+        NotConvergedError: an iterative solver did not meet its tolerance (no number is
+            reported as if it had; the message names the pair, the residual and what to do).
+    """
+    t_start = time.perf_counter()
+    eps, scalar = check_epsilon(epsilon)
+    settings = ScoreSettings(
+        epsilon=eps,
+        scalar=scalar,
+        method=choice(method, METHODS, "method"),
+        curvature=choice(curvature, CURVATURES, "curvature"),
+        diagonal_source=choice(diagonal_source, DIAGONAL_SOURCES, "diagonal_source"),
+        remedy=Remedy.resolve(remedy, damping, k),
+        solver=solver_options
+        or SolverOptions(solver, tol, maxiter, block_size, lanczos_steps, None, rtol, seed),
+        check=check_options or CheckOptions(check, check_steps, check_restarts, seed=seed),
+        progress=progress,
+    )
+    model, domains, selected = _checked_inputs(model, loss_func, domains, params, settings)
+    with _model_state_kept(model):
+        return _score(model, loss_func, domains, selected, settings, t_start)
+
+
+def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
+    """Validate the model, loss and domains; resolve ``params`` to the selected parameters."""
+    import torch
+
+    from landscape.curvature.operators import MAX_DENSE_DIM, check_eval_mode, check_loss
+    from landscape.domains import check_domains
+    from landscape.params import select_params
+
+    domains = check_domains(domains, min_domains=2, what="the inconsistency score")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    check_loss(loss_func)
+    check_eval_mode(model)
+    selected = select_params(model, params)
+    dim = sum(p.numel() for p in selected.values())
+    if settings.method == "dense" and dim > MAX_DENSE_DIM:
+        raise ValueError(
+            f"method='dense' builds [D, D] matrices and D={dim} is above {MAX_DENSE_DIM}; use "
+            "method='matrix-free' or fewer parameters (e.g. params='classifier')"
+        )
+    return model, domains, selected
+
+
+@contextlib.contextmanager
+def _model_state_kept(model):
+    """Restore every ``requires_grad`` flag and module mode on the way out."""
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    modes = {n: m.training for n, m in model.named_modules()}
+    try:
+        yield
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(flags[n])
+        for n, m in model.named_modules():
+            if m.training != modes[n]:
+                m.train(modes[n])
+
+
+def _score(model, loss_func, domains, selected, settings: ScoreSettings, t_start: float):
+    """The body of :func:`inconsistency_score` on validated, resolved inputs."""
+    from landscape.domains import num_samples
+
+    names, params = list(domains), list(selected)  # params resolved to exact names
+    evaluators = {d: DisplacedRisk(model, loss_func, domains[d], params) for d in names}
+    pairs = [(a, b) for a in names for b in names if a != b]
+    with contextlib.ExitStack() as stack:
+        backends, at_theta = _backends(model, loss_func, domains, params, settings, stack)
+        if settings.method != "dense" or settings.check.enabled:
+            at_theta = {d: evaluators[d].value_and_grad(None) for d in names}
+        eigs = _solve_pairs(backends, pairs, settings)
+        solver_info = {f"{a} -> {b}": eig.record() for (a, b), eig in eigs.items()}
+        for d, backend in backends.items():
+            if backend.setup_record() is not None:
+                solver_info[f"operator {d}"] = backend.setup_record()
+        reports = {d: backend.report.as_dict() for d, backend in backends.items()}
+    parts = _assemble(names, pairs, eigs, at_theta, settings.epsilon)
+    checked = None
+    if settings.check.enabled:
+        checked = run_checks(
+            evaluators, pairs, parts["vectors"], settings.epsilon,
+            {d: at_theta[d][0] for d in names}, parts["winners"], settings.check,
+            settings.progress,
+        )  # fmt: skip
+    scalar = settings.scalar
+    return InconsistencyResult(
+        score=as_given(parts["scores"], scalar),
+        pair=as_given(parts["winners"], scalar),
+        domains=names,
+        epsilon=settings.epsilon,
+        values=parts["values"],
+        risk_gap=parts["risk_gap"],
+        curvature_term=parts["curvature_term"],
+        eigenvalues=parts["eigenvalues"],
+        risks={d: float(at_theta[d][0]) for d in names},
+        gradient_norms={d: float(np.linalg.norm(at_theta[d][1])) for d in names},
+        first_order=parts["first_order"],
+        direction=as_given(parts["directions"], scalar),
+        unit_directions=parts["vectors"],
+        pairs=pairs,
+        param_names=params,
+        param_shapes=[tuple(p.shape) for p in selected.values()],
+        method=settings.method,
+        curvature=settings.curvature,
+        diagonal_source=settings.diagonal_source if settings.method == "diagonal" else None,
+        remedy=settings.remedy.kind,
+        **settings.remedy.settings,
+        definiteness=reports,
+        solver=solver_info,
+        check=checked,
+        seed=int(settings.solver.seed),
+        num_samples={d: num_samples(domains[d]) for d in names},
+        seconds=time.perf_counter() - t_start,
+    )
+
+
+def _backends(model, loss_func, domains, params, settings: ScoreSettings, stack):
+    """One backend per domain, and ``{domain: (risk, gradient)}`` where the dense pass gives
+    them for free (else empty). Operators are released when ``stack`` closes."""
+    from landscape.curvature.operators import curvature_operator
+
+    s, rtol = settings, settings.solver.rtol
+    if s.method == "dense":
+        mats = dense_curvatures(model, loss_func, domains, params, s.curvature)
+        backends = {d: DenseCurvature(H, d, rtol, s.remedy) for d, (H, _, _) in mats.items()}
+        return backends, {d: (risk, grad) for d, (_, risk, grad) in mats.items()}
+    if s.method == "diagonal":
+        diag = diagonals(
+            model, loss_func, domains, params, s.curvature, s.diagonal_source, s.progress
+        )
+        return {d: DiagonalCurvature(h, d, rtol, s.remedy) for d, h in diag.items()}, {}
+    backends = {}
+    for d, data in domains.items():
+        op = curvature_operator(model, loss_func, data, params, s.curvature)
+        stack.callback(op.release)
+        backends[d] = MatrixFreeCurvature(op, d, remedy=s.remedy, options=s.solver)
+    return backends, {}
+
+
+def _solve_pairs(backends, pairs, settings: ScoreSettings) -> dict[tuple, GeneralizedEig]:
+    """Inspect every domain against the others, then solve every ordered pair.
+
+    Raises:
+        NotPositiveDefiniteError: from a backend (no remedy, ``H_A`` not positive definite).
+        NotConvergedError: an iterative solve stopped short of its tolerance.
+    """
+    from tqdm.auto import tqdm
+
+    for a, backend in backends.items():
+        backend.inspect({b: other for b, other in backends.items() if b != a})
+    eigs = {}
+    for p, (a, b) in enumerate(tqdm(pairs, desc="I^eps pairs", disable=not settings.progress,
+                                    leave=False)):  # fmt: skip
+        eig = backends[a].solve(backends[b], seed=settings.solver.seed + p)
+        if not eig.converged:
+            o = settings.solver
+            raise NotConvergedError(
+                f"the eigensolver ({eig.solver}) did not reach tol={o.tol:g} within "
+                f"maxiter={o.maxiter} for the pair ({a!r}, {b!r}) (relative residual "
+                f"{eig.residual:.2g}; its value {eig.value:.4g} is only a lower bound, not "
+                f"reported); an ill-conditioned H_A of domain {a!r} (near-zero eigenvalues, "
+                f"{backends[a].report.status} by {backends[a].report.how}) stalls it: "
+                f"{REMEDY_HINT}, or raise maxiter",
+                pair=(a, b),
+                residual=eig.residual,
+                tol=o.tol,
+            )
+        eigs[(a, b)] = eig
+    return eigs
+
+
+def _assemble(names, pairs, eigs, at_theta, eps: np.ndarray) -> dict:
+    r"""Pairwise values ``R_B − R_A + ε·max(λ_AB, 0)`` (diagonal ``ε``), the winner per ``ε``,
+    its maximiser :math:`\sqrt{2\varepsilon}\,v` and the first-order terms along it."""
+    n, index = len(names), {d: i for i, d in enumerate(names)}
+    lam = np.eye(n)
+    for (a, b), eig in eigs.items():
+        lam[index[a], index[b]] = eig.value
+    vectors = np.stack([eigs[p].vector for p in pairs])
+    R = np.array([at_theta[d][0] for d in names])
+    risk_gap = R[None, :] - R[:, None]  # [A, B] = R_B - R_A
+    curv_term = eps[:, None, None] * np.maximum(lam, 0.0)[None]
+    values = risk_gap[None] + curv_term
+    diag = np.arange(n)
+    values[:, diag, diag] = curv_term[:, diag, diag] = eps[:, None]
+    off = ~np.eye(n, dtype=bool)
+    winners = []
+    for e in range(eps.size):
+        i, j = np.unravel_index(int(np.argmax(np.where(off, values[e], -np.inf))), (n, n))
+        winners.append((names[i], names[j]))
+    directions = np.stack([
+        math.sqrt(2 * ep) * vectors[pairs.index(w)] * (lam[index[w[0]], index[w[1]]] > 0)
+        for ep, w in zip(eps, winners, strict=True)
+    ])  # fmt: skip
+    first_order = np.array([
+        [at_theta[a][1] @ theta, at_theta[b][1] @ theta]
+        for theta, (a, b) in zip(directions, winners, strict=True)
+    ])  # fmt: skip
+    return {
+        "eigenvalues": lam,
+        "vectors": vectors,
+        "risk_gap": risk_gap,
+        "curvature_term": curv_term,
+        "values": values,
+        "scores": np.maximum(values[:, off].max(axis=1), eps),
+        "winners": winners,
+        "directions": directions,
+        "first_order": first_order,
+    }
