@@ -61,7 +61,9 @@ def brute_force(model, loss_func, domains, dirs, alphas, betas, bn_recompute=Fal
                         net.eval()
                     logits = net(X)
                     L[i, j] = float(loss_func(logits, y))
-                    if logits.shape[-1] == 1:
+                    if isinstance(loss_func, nn.MSELoss):  # regression: no accuracy
+                        A[i, j] = np.nan
+                    elif logits.shape[-1] == 1:
                         A[i, j] = float(((logits > 0).to(y.dtype) == y).double().mean())
                     else:
                         A[i, j] = float((logits.argmax(-1) == y).double().mean())

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from landscape.surface import (
-    loss_surface,
-)
-from landscape.surface.directions import (
-    random_directions,
-)
+from landscape.params import flatten
+from landscape.surface import loss_surface
+from landscape.surface.directions import plane_directions, random_directions
 from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
 from tests.surface.helpers import ConvBN, assert_untouched, brute_force, snapshot
 
@@ -82,3 +81,56 @@ def test_every_path_equals_the_brute_force_loop(case, path, dtype):
         if dtype == torch.float64:
             np.testing.assert_array_equal(res.accuracies[name], ref_acc[name])
     assert res.num_samples == {n: sum(b[0].shape[0] for b in d) for n, d in domains.items()}
+
+
+@pytest.mark.parametrize("first_layer", [False, True], ids=["plain", "first-layer"])
+@pytest.mark.parametrize("ppc", [1, 3], ids=["one", "vmap"])
+def test_registry_cases_equal_the_brute_force_loop(case, dtype, device, first_layer, ppc):
+    """Every case of tests/cases.py (its parameter selection moves), on every device."""
+    model, loss_func, domains, params = case.build(dtype, device)
+    dirs = random_directions(model, params=params, seed=2, include_biases=True)
+    alphas, betas = np.linspace(-1, 1, 3), np.linspace(-0.5, 1, 4)
+    res = loss_surface(
+        model,
+        loss_func,
+        domains,
+        dirs,
+        grid=(alphas, betas),
+        first_layer=first_layer,
+        points_per_call=ppc,
+        progress=False,
+    )
+    assert res.settings["path"].startswith("first_layer" if first_layer else "plain")
+    ref, _ = brute_force(model, loss_func, domains, dirs, alphas, betas)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for name in domains:
+        np.testing.assert_allclose(res.losses[name], ref[name], rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("first_layer", [False, "auto"], ids=["plain", "first-layer"])
+def test_vmap_shares_parameters_a_fixed_origin_pins(first_layer, dtype):
+    """A plane through checkpoints pins parameters equal in all of them (no direction) to its
+    origin. vmap mapped over them as if stacked: an error, or silently wrong numbers when
+    their first axis had the number of points (the old code)."""
+    torch.manual_seed(0)
+    model = make_mlp(dim=10, hidden=(6,), dtype=dtype)
+    ckpts = [copy.deepcopy(model) for _ in range(3)]
+    for i, c in enumerate(ckpts[1:]):  # only the weights move: the biases are pinned
+        with torch.no_grad():
+            c.featurizer[1].weight.add_(torch.randn_like(c.featurizer[1].weight))
+            c.classifier.weight.add_((i + 1) * torch.randn_like(c.classifier.weight))
+    plane = plane_directions(model, ckpts)
+    assert not flatten({"b": plane.d1["classifier.bias"], "c": plane.d2["classifier.bias"]}).any()
+    domains = make_binary_domains(2, n=20, dim=10, dtype=dtype)
+    alphas, betas = np.linspace(-1, 1, 3), np.linspace(-0.5, 1, 6)  # featurizer.1.bias is [6]
+    kw = dict(grid=(alphas, betas), first_layer=first_layer, progress=False)
+    one = loss_surface(model, nn.BCEWithLogitsLoss(), domains, plane, points_per_call=1, **kw)
+    for ppc in (3, 6):
+        res = loss_surface(model, nn.BCEWithLogitsLoss(), domains, plane, points_per_call=ppc, **kw)
+        assert res.settings["path"].endswith("+vmap")
+        tol = 1e-12 if dtype == torch.float64 else 2e-5
+        for name in domains:
+            np.testing.assert_allclose(res.losses[name], one.losses[name], rtol=tol, atol=tol)
+    ref, _ = brute_force(model, nn.BCEWithLogitsLoss(), domains, plane, alphas, betas)
+    for name in domains:
+        np.testing.assert_allclose(one.losses[name], ref[name], rtol=tol, atol=tol)
