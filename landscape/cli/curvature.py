@@ -19,7 +19,8 @@ A summary table is printed and written to OUT/curvature_summary.json. Every rand
 seeded by --seed and recorded in the results.
 
 Example:
-  landscape curvature runs/fishr/final.safetensors --params classifier \
+  CKPT=runs/demo/run/fishr/restart_0/checkpoints/step_00501.safetensors  # after make demo
+  landscape curvature $CKPT --params classifier \
       --methods variance diagonal compare
 """
 

@@ -18,7 +18,8 @@ says so; --remedy damping (H_A + damping * lambda_max(H_A) I) or --remedy top-k 
 eigenspace of H_A) make the problem well-posed, and are recorded.
 
 Example:
-  landscape score runs/fishr/final.safetensors --params classifier --epsilon 1e-3 1e-2
+  CKPT=runs/demo/run/fishr/restart_0/checkpoints/step_00501.safetensors  # after make demo
+  landscape score $CKPT --params classifier --epsilon 1e-3 1e-2
 """
 
 from __future__ import annotations

@@ -20,11 +20,12 @@ Batch norm: the model is evaluated in eval mode with its running statistics (def
 with statistics recomputed at each point on each domain (--batch-norm recompute).
 
 Writes OUT/surface.{npz,json} (landscape.surface.SurfaceResult.load) and
-OUT/directions.{npz,json} (landscape.surface.directions.Directions.load). Finished grid rows go to
+OUT/directions.{npz,json} (landscape.surface.Directions.load). Finished grid rows go to
 OUT/surface_rows/ as they finish: running the same command again resumes.
 
 Example:
-  landscape surface runs/fishr/final.safetensors --grid -1 1 31 --subsample 2000
+  CKPT=runs/demo/run/fishr/restart_0/checkpoints/step_00501.safetensors  # after make demo
+  landscape surface $CKPT --grid -1 1 31 --subsample 2000
 """
 
 from __future__ import annotations
@@ -145,9 +146,11 @@ def _grid(args):
             raise ValueError(f"{what}: NUM must be an integer, got {num:g}")
         return (lo, hi, int(num))
 
+    from landscape.surface import DEFAULT_GRID
+
     if args.grid is None and args.beta_grid is None:
         return None
-    alpha = spec(args.grid, "--grid") if args.grid is not None else (-1.0, 1.0, 21)
+    alpha = spec(args.grid, "--grid") if args.grid is not None else DEFAULT_GRID
     beta = spec(args.beta_grid, "--beta-grid") if args.beta_grid is not None else alpha
     return (alpha, beta)
 
@@ -156,7 +159,7 @@ def build_directions(args, model, loss_func, domains, params):
     """The directions asked for on the command line."""
     from pathlib import Path
 
-    from landscape.surface import directions as D
+    from landscape import surface as D
 
     kind = args.directions
     if kind == "random":

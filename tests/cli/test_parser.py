@@ -106,3 +106,19 @@ def test_readme_and_docs_refer_to_nothing_outside_the_repository():
     for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         match = OUTSIDE.search(path.read_text())
         assert match is None, f"{path.name} refers to {match.group()}"
+
+
+def test_surface_grid_help_states_the_library_default():
+    from landscape.surface import DEFAULT_GRID
+
+    lo, hi, num = DEFAULT_GRID
+    text = " ".join(_subparsers()["surface"].format_help().split())
+    assert f"default {lo:g} {hi:g} {num}" in text
+
+
+def test_examples_in_help_use_the_run_folder_layout():
+    from landscape.runs import JobFolder
+
+    final = JobFolder("runs/demo").run.checkpoint_path("fishr", 0, 501).as_posix()
+    for command in ("score", "curvature", "surface"):
+        assert final in _subparsers()[command].format_help(), command
