@@ -28,6 +28,8 @@ _EXPORTS = {
     "build_model": "landscape.models",
     "build_loss": "landscape.losses",
     "select_params": "landscape.params",
+    # threads and devices
+    "set_threads": "landscape.device",
     # penalties and training
     "fishr_penalty": "landscape.training.penalties",
     "irm_penalty": "landscape.training.penalties",

@@ -64,3 +64,10 @@ def test_resolve_device():
     assert resolve_device("auto").type in ("cpu", "cuda")
     with pytest.raises(ValueError, match="invalid device"):
         resolve_device("gpu0")
+
+
+def test_set_threads_is_a_top_level_name():
+    import landscape
+    import landscape.device
+
+    assert landscape.set_threads is landscape.device.set_threads
