@@ -1,0 +1,309 @@
+"""Per-domain diagonals of the Hessian, the GGN (= Fisher for CE / BCE) or a Monte-Carlo Fisher.
+
+Backends, each exact unless said otherwise:
+
+* ``backpack``: BackPACK's ``DiagHessian`` / ``DiagGGNExact`` / ``DiagGGNMC`` (one backward
+  per batch; only for the modules BackPACK has rules for);
+* ``products``: the exact Hessian diagonal from rows of Hessian-vector products,
+  :math:`H_{jj} = e_j^\\top H e_j` (``D`` products: small selections only);
+* ``torch.func``: the exact GGN diagonal
+  :math:`\\operatorname{diag} G = \\frac1N\\sum_i \\sum_{c,c'} \\Lambda_{i,cc'}\\,
+  J_{i,c} \\odot J_{i,c'}` from per-sample Jacobians :math:`J_i = \\partial f_i/\\partial\\theta`
+  (``C`` vector-Jacobian products per sample for ``C`` outputs) and the loss Hessians
+  :math:`\\Lambda_i = \\partial^2 \\ell_i / \\partial f_i^2` (any model torch.func supports);
+* ``operator``: Hutchinson's :math:`\\frac1m\\sum_j v_j \\odot A v_j` (unbiased, with a standard
+  error; any model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from landscape.curvature._backpack import BackpackUnsupported, backpack_pass
+from landscape.curvature._setup import Setup, numpy, prepare, rademacher
+from landscape.curvature.operators import Curvature, _to, as_curvature
+from landscape.curvature.results import HessianDiagonalResult
+from landscape.domains import Domains, as_batches
+from landscape.params import ParamSpec
+
+# Largest selection whose exact Hessian diagonal is taken from D rows of products when
+# BackPACK cannot compute it (cost: D products per domain).
+ROWS_MAX_DIM = 4096
+
+# Per-sample Jacobians are built in chunks of at most this many elements ([chunk, C, D]).
+_JACOBIAN_ELEMENTS = 2**24
+
+
+class DiagonalMethod(str, Enum):
+    """How :func:`hessian_diagonal` computes a diagonal."""
+
+    AUTO = "auto"
+    """The exact Hessian diagonal by the first backend that handles the model (BackPACK's
+    ``DiagHessian``, else ``D`` rows of Hessian-vector products when ``D <=``
+    :data:`ROWS_MAX_DIM`), else Hutchinson with its standard error."""
+    EXACT = "exact"
+    """Exact Hessian diagonal: BackPACK's ``DiagHessian`` where BackPACK handles the model,
+    else ``D`` rows of Hessian-vector products (``D <=`` :data:`ROWS_MAX_DIM`)."""
+    GGN = "ggn"
+    """Exact GGN diagonal (= Fisher diagonal for CE / BCE): BackPACK's ``DiagGGNExact``, else
+    per-sample Jacobians by ``torch.func`` (any model)."""
+    FISHER_MC = "fisher_mc"
+    """Monte-Carlo Fisher diagonal by BackPACK's ``DiagGGNMC`` (labels sampled from the
+    model, seeded); BackPACK only."""
+    HUTCHINSON = "hutchinson"
+    """:math:`\\mathbb E[v \\odot A v]` with Rademacher probes ``v``, with a standard error;
+    any model (products only)."""
+
+
+_EXACT = {DiagonalMethod.EXACT, DiagonalMethod.GGN}
+
+
+@dataclass(frozen=True)
+class DiagonalOptions:
+    """Resolved options of :func:`hessian_diagonal` (see its arguments)."""
+
+    num_probes: int = 100
+    mc_samples: int = 1
+    curvature: Curvature = Curvature.HESSIAN
+    seed: int = 0
+    progress: bool = False
+
+
+def hessian_diagonal(
+    model: nn.Module,
+    loss_func: nn.Module,
+    domains: Domains,
+    params: ParamSpec = None,
+    method: str | DiagonalMethod = "auto",
+    num_probes: int = 100,
+    mc_samples: int = 1,
+    curvature: str | Curvature = "hessian",
+    seed: int = 0,
+    progress: bool = False,
+) -> HessianDiagonalResult:
+    """Per-domain diagonal of the Hessian (or of the GGN / a Fisher) of the risk.
+
+    Methods (:class:`DiagonalMethod`):
+
+    * ``"auto"`` (default): the exact Hessian diagonal where an exact backend handles the
+      model, else Hutchinson (below);
+    * ``"exact"``: :math:`\\operatorname{diag}\\nabla^2 R_e` (BackPACK ``DiagHessian``, else
+      rows of Hessian-vector products for ``D <=`` :data:`ROWS_MAX_DIM`);
+    * ``"ggn"``: :math:`\\operatorname{diag} \\frac1N\\sum_i J_i^\\top\\Lambda_i J_i`
+      (``DiagGGNExact``, else per-sample Jacobians by ``torch.func``); for the head of a
+      network it equals the Hessian diagonal, since the logits are linear in the head's
+      weights (docs/method.md section 3);
+    * ``"fisher_mc"``: Monte-Carlo Fisher with ``mc_samples`` labels drawn from the model per
+      sample (``DiagGGNMC``, seeded with ``seed``; BackPACK only);
+    * ``"hutchinson"``: :math:`\\frac1m \\sum_j v_j \\odot A v_j` with ``num_probes``
+      Rademacher probes (seeded) on the ``curvature`` operator; unbiased, per-entry standard
+      error :math:`s_j / \\sqrt m`; works for any model.
+
+    BackPACK methods sum the batches' diagonals weighted by ``n_b / N``. The result records
+    what ran: ``settings["method"]`` (``"auto"`` resolved), ``settings["backend"]``
+    (``"backpack"``, ``"products"``, ``"torch.func"`` or ``"operator"``) and
+    ``settings["exact"]``.
+
+    Raises:
+        ValueError: unknown method, bad counts, ``curvature`` other than ``"hessian"`` with a
+            method that fixes the matrix, or an explicit method whose backends cannot handle
+            the model (the message says which method to use).
+    """
+    method = _as_method(method)
+    curvature = as_curvature(curvature)
+    if method is DiagonalMethod.HUTCHINSON and int(num_probes) < 1:
+        raise ValueError(f"num_probes must be a positive integer, got {num_probes}")
+    if method is DiagonalMethod.FISHER_MC and int(mc_samples) < 1:
+        raise ValueError(f"mc_samples must be a positive integer, got {mc_samples}")
+    if method is not DiagonalMethod.HUTCHINSON and curvature is not Curvature.HESSIAN:
+        raise ValueError(
+            f"curvature={curvature.value!r} applies to method='hutchinson' only; method "
+            f"{method.value!r} fixes the matrix"
+        )
+    setup = prepare(model, loss_func, domains, params, "hessian_diagonal")
+    options = DiagonalOptions(int(num_probes), int(mc_samples), curvature, int(seed), progress)
+    return diagonal_result(setup, method, options)
+
+
+def diagonal_result(
+    setup: Setup, method: DiagonalMethod, options: DiagonalOptions
+) -> HessianDiagonalResult:
+    """:func:`hessian_diagonal` on resolved inputs: the first backend of the plan that handles
+    the model runs (the next one when BackPACK cannot)."""
+    plan = _plan(setup, method)
+    for i, (how, backend) in enumerate(plan):
+        try:
+            per_domain = {
+                name: _diagonal(setup, data, how, backend, options)
+                for name, data in setup.domains.items()
+            }
+            break
+        except BackpackUnsupported:
+            if i + 1 == len(plan):
+                raise
+    result = HessianDiagonalResult(**setup.base(**_settings(how, backend, options)))
+    for name, (diag, se, products) in per_domain.items():
+        result.diagonal[name] = numpy(diag)
+        if se is not None:
+            result.standard_error[name] = numpy(se)
+        if products is not None:
+            result.num_products[name] = products
+    return result
+
+
+def _as_method(method) -> DiagonalMethod:
+    try:
+        return DiagonalMethod(getattr(method, "value", method))
+    except ValueError:
+        raise ValueError(
+            f"unknown method {method!r}; use one of {', '.join(m.value for m in DiagonalMethod)}"
+        ) from None
+
+
+def _plan(setup: Setup, method: DiagonalMethod) -> list[tuple[DiagonalMethod, str]]:
+    """Backends to try in order (the next one runs when BackPACK cannot handle the model)."""
+    rows = setup.dim <= ROWS_MAX_DIM
+    exact = [(DiagonalMethod.EXACT, "backpack")]
+    if rows:
+        exact.append((DiagonalMethod.EXACT, "products"))
+    if method is DiagonalMethod.AUTO:
+        return [*exact, (DiagonalMethod.HUTCHINSON, "operator")]
+    if method is DiagonalMethod.EXACT:
+        if not rows:
+            exact.append((DiagonalMethod.EXACT, "refuse"))
+        return exact
+    if method is DiagonalMethod.GGN:
+        return [(method, "backpack"), (method, "torch.func")]
+    if method is DiagonalMethod.FISHER_MC:
+        return [(method, "backpack")]
+    return [(method, "operator")]
+
+
+def _settings(how: DiagonalMethod, backend: str, options: DiagonalOptions) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "method": how.value,
+        "backend": backend,
+        "exact": how in _EXACT,
+    }
+    if how is DiagonalMethod.HUTCHINSON:
+        settings.update(
+            num_probes=options.num_probes, seed=options.seed, curvature=options.curvature.value
+        )
+    if how is DiagonalMethod.FISHER_MC:
+        settings.update(mc_samples=options.mc_samples, seed=options.seed)
+    return settings
+
+
+def _diagonal(setup: Setup, data, how: DiagonalMethod, backend: str, options: DiagonalOptions):
+    """One domain's ``(diagonal [D], standard error [D] or None, products or None)``."""
+    if backend == "backpack":
+        return _diagonal_backpack(setup, data, how, options), None, None
+    if backend == "torch.func":
+        return _ggn_diagonal_func(setup, data, options.progress), None, None
+    if backend == "refuse":
+        raise BackpackUnsupported(
+            f"method='exact' needs BackPACK, which cannot handle this model, or D <= "
+            f"{ROWS_MAX_DIM} for rows of Hessian-vector products (D = {setup.dim}); use "
+            "method='hutchinson' (any model) or method='auto'"
+        )
+    curvature = Curvature.HESSIAN if backend == "products" else options.curvature
+    with setup.operator(data, curvature, options.progress) as op:
+        if backend == "products":
+            diag, se = _rows_diagonal(op), None
+        else:
+            diag, se = _hutchinson_diagonal(op, options.num_probes, options.seed)
+        return diag, se, op.num_products
+
+
+def _diagonal_backpack(setup: Setup, data, how: DiagonalMethod, options: DiagonalOptions):
+    from backpack.extensions import DiagGGNExact, DiagGGNMC, DiagHessian
+
+    extensions, field = {
+        DiagonalMethod.EXACT: (lambda: [DiagHessian()], "diag_h"),
+        DiagonalMethod.GGN: (lambda: [DiagGGNExact()], "diag_ggn_exact"),
+        DiagonalMethod.FISHER_MC: (
+            lambda: [DiagGGNMC(mc_samples=options.mc_samples)],
+            "diag_ggn_mc",
+        ),
+    }[how]
+    fallback = (
+        "method='ggn' (the exact Fisher for CE / BCE, any model) or method='hutchinson'"
+        if how is DiagonalMethod.FISHER_MC
+        else "method='hutchinson' (any model)"
+    )
+    runs = backpack_pass(
+        setup,
+        data,
+        extensions,
+        (field,),
+        reduction="mean",
+        second_order=True,
+        fallback=fallback,
+        seed=options.seed if how is DiagonalMethod.FISHER_MC else None,
+        progress=options.progress,
+    )
+    N = sum(n for n, _ in runs)
+    return sum((n / N) * e[field] for n, e in runs)
+
+
+def _hutchinson_diagonal(op, num_probes: int, seed: int) -> tuple[Tensor, Tensor | None]:
+    """Mean of ``v * (A v)`` over Rademacher probes and its per-entry standard error."""
+    probes = rademacher(op.dim, num_probes, seed, op.dtype, op.device)
+    samples = torch.stack([v * op.matvec(v) for v in probes])  # [m, D]
+    mean = samples.mean(0)
+    se = samples.std(0, unbiased=True) / math.sqrt(num_probes) if num_probes > 1 else None
+    return mean, se
+
+
+def _rows_diagonal(op, block: int = 32) -> Tensor:
+    """:math:`H_{jj} = e_j^\\top H e_j` from blocks of ``block`` unit vectors (``D`` products)."""
+    diag = torch.empty(op.dim, dtype=op.dtype, device=op.device)
+    for start in range(0, op.dim, block):
+        idx = torch.arange(start, min(start + block, op.dim), device=op.device)
+        E = torch.zeros(op.dim, len(idx), dtype=op.dtype, device=op.device)
+        E[idx, torch.arange(len(idx), device=op.device)] = 1
+        diag[idx] = op.matmat(E)[idx, torch.arange(len(idx), device=op.device)]
+    return diag
+
+
+def _ggn_diagonal_func(setup: Setup, data, progress: bool) -> Tensor:
+    """Exact GGN diagonal of the risk from per-sample Jacobians (``torch.func``)."""
+    from torch.func import functional_call, hessian, jacrev, vmap
+
+    model, loss_func, like = setup.model, setup.loss_func, setup.like
+    leaves, fixed = setup.split_params()
+
+    def output(theta, x):
+        return functional_call(model, {**fixed, **theta}, (x.unsqueeze(0),)).squeeze(0)
+
+    def loss_hessian(out, t):
+        return hessian(lambda o: loss_func(o.unsqueeze(0), t.unsqueeze(0)))(out)
+
+    jacobians = vmap(jacrev(output), in_dims=(None, 0))
+    hessians = vmap(loss_hessian)
+    total = torch.zeros(setup.dim, dtype=like.dtype, device=like.device)
+    N, chunk = 0, None
+    for X, y in tqdm(as_batches(data), desc="GGN diagonal", disable=not progress, leave=False):
+        X, y = _to(X, like), _to(y, like)
+        if chunk is None:
+            C = int(output(leaves, X[0]).numel())
+            chunk = max(1, _JACOBIAN_ELEMENTS // (C * setup.dim))
+        for i in range(0, X.shape[0], chunk):
+            x, t = X[i : i + chunk], y[i : i + chunk]
+            n = int(x.shape[0])
+            with torch.no_grad():
+                J = jacobians(leaves, x)
+                J = torch.cat([J[k].reshape(n, -1, leaves[k].numel()) for k in setup.names], 2)
+                out = functional_call(model, {**fixed, **leaves}, (x,))
+                C = J.shape[1]
+                lam = hessians(out, t).reshape(n, C, C)
+                total += torch.einsum("ncd,ncp,ndp->p", lam, J, J)
+            N += n
+    return total / N

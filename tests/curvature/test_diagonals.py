@@ -1,0 +1,78 @@
+"""Curvature diagonals (landscape/curvature/diagonals.py) against dense float64 references."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from landscape import curvature as C
+from landscape.curvature import reference as ref
+from landscape.models import colored_mnist_mlp
+from tests.curvature._common import (  # noqa: F401  (case: a fixture)
+    PARAMS,
+    assert_unchanged,
+    case,
+    close,
+    small_case,
+    snapshot,
+)
+
+
+def test_head_of_colored_mnist_mlp_exact_equals_ggn():
+    """docs/method.md section 3: the logits are linear in the head, so its Hessian is its GGN."""
+    torch.manual_seed(0)
+    model = colored_mnist_mlp().double().eval()
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(64, 2, 14, 14, generator=g, dtype=torch.float64)
+    y = (torch.rand(64, 1, generator=g) < 0.5).double()
+    domains = {"+90%": [(X, y)]}
+    exact = C.hessian_diagonal(model, nn.BCEWithLogitsLoss(), domains, "classifier", "exact")
+    ggn = C.hessian_diagonal(model, nn.BCEWithLogitsLoss(), domains, "classifier", "ggn")
+    assert exact.diagonal["+90%"].shape == (391,)
+    assert np.abs(exact.diagonal["+90%"]).max() > 1e-4
+    close(exact.diagonal["+90%"], ggn.diagonal["+90%"], 1e-10, 1e-14)
+
+
+def test_smooth_network_exact_differs_from_ggn_except_on_the_head():
+    """With tanh the residual term changes the diagonal of the hidden layers (a test that can
+    fail); the head's diagonals still coincide."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double().eval()
+    g = torch.Generator().manual_seed(0)
+    domains = {
+        "a": [
+            (
+                torch.randn(40, 4, generator=g, dtype=torch.float64),
+                torch.randint(0, 2, (40,), generator=g),
+            )
+        ]
+    }
+    loss_func = nn.CrossEntropyLoss()
+    for params, same in ((None, False), ("2", True)):
+        exact = C.hessian_diagonal(model, loss_func, domains, params, "exact").diagonal["a"]
+        ggn = C.hessian_diagonal(model, loss_func, domains, params, "ggn").diagonal["a"]
+        H = ref.dense_hessian(model, loss_func, domains["a"], params)
+        close(exact, torch.diagonal(H).numpy())
+        assert np.allclose(exact, ggn, rtol=1e-10, atol=1e-14) == same
+
+
+def test_fisher_mc_converges_to_ggn_diagonal():
+    model, loss_func, domains = small_case("bce")
+    data = {"d1": domains["d1"]}
+    ggn = torch.diagonal(ref.dense_ggn(model, loss_func, data["d1"], "classifier")).numpy()
+    errors = []
+    for mc in (20, 1280):
+        rmse = []
+        for seed in (0, 1, 2):
+            d = C.hessian_diagonal(
+                model, loss_func, data, "classifier", "fisher_mc", mc_samples=mc, seed=seed
+            )
+            rmse.append(np.sqrt(np.mean((d.diagonal["d1"] - ggn) ** 2)))
+        again = C.hessian_diagonal(
+            model, loss_func, data, "classifier", "fisher_mc", mc_samples=mc, seed=2
+        )
+        close(d.diagonal["d1"], again.diagonal["d1"], 0, 0)  # seeded
+        assert d.settings["seed"] == 2 and d.settings["mc_samples"] == mc
+        errors.append(np.mean(rmse))
+    assert errors[0] / errors[1] > 4  # 64x the samples: ~8x smaller
