@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape.curvature import cosine
 from landscape.io import SavedResult
 from landscape.params import flatten, unflatten
 
@@ -51,13 +52,6 @@ def unflatten_as(vector, like: Mapping[str, Tensor]) -> dict[str, Tensor]:
     ``like`` (:func:`landscape.params.unflatten`, then each part cast and copied)."""
     parts = unflatten(torch.as_tensor(vector).reshape(-1), dict(like))
     return {n: t.to(like[n]).clone() for n, t in parts.items()}
-
-
-def _cosine(u: Tensor, v: Tensor) -> float:
-    nu, nv = float(u.norm()), float(v.norm())
-    if nu == 0.0 or nv == 0.0:
-        return 0.0
-    return float(torch.dot(u.double(), v.double()) / (nu * nv))
 
 
 @dataclass
@@ -140,11 +134,19 @@ class Directions(SavedResult):
             "params": self.names,
             "shapes": self.shapes,
             "norms": [float(flatten(self.d1).norm()), float(flatten(self.d2).norm())],
-            "cosine": _cosine(flatten(self.d1), flatten(self.d2)),
+            "cosine": self._cosine(),
             "origin": "fixed" if self.origin is not None else "model",
             "fingerprint": self.fingerprint(),
             **self.info,
         }
+
+    def _cosine(self) -> float:
+        u, v = flatten(self.d1), flatten(self.d2)
+        if not (u.any() and v.any()):
+            # a zero direction (e.g. only biases, zero by default): recorded as 0 as always,
+            # not cosine's NaN, so the description stays plain JSON
+            return 0.0
+        return cosine(u, v)
 
     def check_model(self, model: nn.Module) -> None:
         """Raise a one-line ``ValueError`` if ``model`` lacks a covered name or shape."""
