@@ -19,17 +19,14 @@ restarts, with a dotted line at the anneal step. Everything is computed by
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from landscape.io import SavedResult
-
-_STEP = re.compile(r"step_(\d+)\.safetensors$")
+from landscape.runs import RunFolder
 
 
 @dataclass
@@ -68,28 +65,12 @@ class AlignmentTrajectory(SavedResult):
 
 def checkpoint_steps(run_dir: str | os.PathLike, algorithm: str, restart: int) -> list[int]:
     """The steps saved for ``(algorithm, restart)`` in a run folder, ascending."""
-    folder = Path(run_dir) / algorithm / f"restart_{restart}" / "checkpoints"
-    found = (_STEP.search(p.name) for p in folder.glob("step_*.safetensors"))
-    return sorted(int(m.group(1)) for m in found if m)
+    return RunFolder(run_dir).checkpoint_steps(algorithm, restart)
 
 
 def run_layout(run_dir: str | os.PathLike) -> dict[str, list[int]]:
     """``{algorithm: [restart, ...]}`` of the runs that have checkpoints in ``run_dir``."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {run_dir} does not exist")
-    layout: dict[str, list[int]] = {}
-    for algo_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        restarts = sorted(
-            int(p.name.split("_")[1])
-            for p in algo_dir.glob("restart_*")
-            if (p / "checkpoints").is_dir()
-        )
-        if restarts:
-            layout[algo_dir.name] = restarts
-    if not layout:
-        raise FileNotFoundError(f"{run_dir} holds no checkpoints; train with `landscape train`")
-    return layout
+    return RunFolder(run_dir).layout()
 
 
 def alignment_trajectory(
@@ -120,14 +101,13 @@ def alignment_trajectory(
     from landscape.domains import pick_domains, truncate
     from landscape.losses import build_loss
 
-    layout = run_layout(run_dir)
+    folder = RunFolder(run_dir)
+    layout = folder.layout()
     algorithms = list(layout) if algorithms is None else list(algorithms)
     for algo in algorithms:
         if algo not in layout:
             raise ValueError(f"no checkpoints of {algo!r} in {run_dir}; found {', '.join(layout)}")
-    jobs = [
-        (a, r, s) for a in algorithms for r in layout[a] for s in checkpoint_steps(run_dir, a, r)
-    ]
+    jobs = [(a, r, s) for a in algorithms for r in layout[a] for s in folder.checkpoint_steps(a, r)]
     steps = np.array(sorted({s for _, _, s in jobs}), dtype=np.int64)
     restarts = max(max(layout[a]) for a in algorithms) + 1
     shape = (restarts, len(steps))
@@ -139,8 +119,8 @@ def alignment_trajectory(
     anneal = None
     data_cache: dict[str, dict] = {}
     for algo, restart, step in tqdm(jobs, disable=not progress, desc="alignment", unit="ckpt"):
-        path = Path(run_dir) / algo / f"restart_{restart}" / "checkpoints" / f"step_{step:05d}"
-        model, meta = load_checkpoint(path.with_suffix(".safetensors"), device=device)
+        path = folder.checkpoint_path(algo, restart, step)
+        model, meta = load_checkpoint(path, device=device)
         anneal = meta.get("hyperparameters", {}).get("anneal_step", anneal)
         key = repr(meta["data"])
         if key not in data_cache:

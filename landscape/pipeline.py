@@ -1,10 +1,10 @@
 """The default end-to-end job: train, analyse the checkpoints, draw the figures.
 
 ``landscape reproduce --out DIR`` runs, in order (each step is skipped when its output is
-already there, so an interrupted job resumes):
+already there, so an interrupted job resumes; the folders are :class:`landscape.runs.JobFolder`'s):
 
-1. :func:`landscape.training.train` on Colored MNIST (``DIR/run``): ERM and Fishr by default,
-   checkpoints along the trajectory;
+1. :func:`landscape.training.train` on Colored MNIST (``DIR/run``) with
+   :func:`reproduce_config`: ERM and Fishr by default, checkpoints at :data:`CHECKPOINT_STEPS`;
 2. :func:`analyse_run` (``DIR/analysis``): for the final checkpoint of restart 0 of every
    algorithm, the inconsistency score I^ε of the head (dense, exact generalized
    eigenproblem) and of the whole network (matrix-free), both restricted to the top-k
@@ -20,39 +20,169 @@ already there, so an interrupted job resumes):
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from landscape.io import read_json
+from landscape.runs import AnalysisFolder, RunFolder
 
-SCORE_HEAD = "score_head_{algo}"
-SCORE_NET = "score_network_{algo}"
-SURFACE_PLANE = "surface_plane"
-SURFACE_DIRECTION = "surface_inconsistency_{algo}"
-ALIGNMENT = "alignment"
+#: Steps whose checkpoints the default job saves (the final step is always saved).
+CHECKPOINT_STEPS = [0, 50, 100, 150, 190, 250, 300, 400]
 
 
-def _final_checkpoint(run_dir: Path, algo: str, restart: int = 0) -> Path:
-    from landscape.training import checkpoint_path
+def reproduce_config(
+    algorithms: Sequence[str] = ("erm", "fishr"),
+    restarts: int = 1,
+    steps: int = 501,
+    subsample: int | None = None,
+    device: str = "auto",
+):
+    """The :class:`~landscape.training.TrainConfig` of the default job: the Colored MNIST
+    protocol with checkpoints at :data:`CHECKPOINT_STEPS` (those before ``steps``)."""
+    from landscape.training import TrainConfig
 
-    config = read_json(run_dir / "config.json")
-    path = checkpoint_path(run_dir, algo, restart, int(config["steps"]))
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing; finish the run with `landscape train`")
-    return path
+    return TrainConfig(
+        algorithms=list(algorithms),
+        restarts=restarts,
+        steps=steps,
+        subsample=subsample,
+        checkpoint_steps=[s for s in CHECKPOINT_STEPS if s < steps],
+        device=device,
+    )
 
 
-def _final_exists(run_dir: Path, algo: str) -> bool:
-    try:
-        _final_checkpoint(run_dir, algo)
-    except FileNotFoundError:
-        return False
-    return True
+def _final_checkpoint(run_dir: str | os.PathLike, algo: str, restart: int = 0) -> Path:
+    return RunFolder(run_dir).final_checkpoint(algo, restart)
 
 
-def _done(stem: Path) -> bool:
-    return stem.with_suffix(".json").is_file() and stem.with_suffix(".npz").is_file()
+def _final_exists(run_dir: str | os.PathLike, algo: str) -> bool:
+    return RunFolder(run_dir).has_final(algo)
+
+
+@dataclass
+class _Analysis:
+    """One :func:`analyse_run` call, its options resolved once."""
+
+    run: RunFolder
+    out: AnalysisFolder
+    epsilon: float
+    subsample: int | None
+    head_k: int
+    network_k: int
+    grid: int
+    device: str
+    data_dir: str | os.PathLike | None
+    progress: bool
+    log: Callable[[str], object]
+    finals: dict = field(default_factory=dict)  # {algorithm: (model, metadata)}
+    loss: object = None
+    full: dict = field(default_factory=dict)  # every sample of every domain
+    small: dict = field(default_factory=dict)  # the first `subsample` samples
+    train_domains: list = field(default_factory=list)
+    shown_domains: list = field(default_factory=list)
+
+    def load(self, algorithms: Sequence[str]) -> None:
+        """The final checkpoints, their loss and data (from the first one's metadata)."""
+        from landscape.checkpoint import load_checkpoint
+        from landscape.data import build_domains
+        from landscape.domains import truncate
+        from landscape.losses import build_loss
+
+        for algo in algorithms:
+            path = self.run.final_checkpoint(algo)
+            self.finals[algo] = load_checkpoint(path, device=self.device)
+        _, meta0 = self.finals[algorithms[0]]
+        self.loss = build_loss(meta0.get("loss", "bce"))
+        self.full = build_domains(meta0["data"], data_dir=self.data_dir, device=self.device)
+        self.train_domains = list(meta0["train_domains"])
+        self.shown_domains = self.train_domains + list(meta0.get("test_domains", []))
+        self.small = truncate(self.full, self.subsample)  # any data set, not only Colored MNIST
+
+    def scores(self) -> None:
+        """I^ε of the head (dense, all samples) and of the whole network (matrix-free)."""
+        from landscape.domains import pick_domains
+        from landscape.inconsistency import inconsistency_score
+
+        for algo, (model, _) in self.finals.items():
+            stem = self.out.score("head", algo)
+            if not self.out.done(stem):
+                self.log(f"[analyse] {algo}: I^eps of the head (dense, top-{self.head_k} of H_A)")
+                res = inconsistency_score(
+                    model, self.loss, pick_domains(self.full, self.train_domains), self.epsilon,
+                    params="classifier", method="dense", remedy="top-k", k=self.head_k,
+                    progress=self.progress,
+                )  # fmt: skip
+                res.save(stem)
+            stem = self.out.score("network", algo)
+            if not self.out.done(stem):
+                self.log(f"[analyse] {algo}: I^eps of the whole network (matrix-free, "
+                         f"top-{self.network_k})")  # fmt: skip
+                res = inconsistency_score(
+                    model, self.loss, pick_domains(self.small, self.train_domains), self.epsilon,
+                    params=None, method="matrix-free", remedy="top-k", k=self.network_k,
+                    progress=self.progress,
+                )  # fmt: skip
+                res.save(stem)
+
+    def alignment(self) -> None:
+        """The Hessian alignment of the head over every checkpoint."""
+        from landscape.alignment import alignment_trajectory
+
+        stem = self.out.alignment
+        if self.out.done(stem):
+            return
+        self.log("[analyse] Hessian alignment of the head over the checkpoints")
+        traj = alignment_trajectory(
+            self.run.root, list(self.finals), pair=self.train_domains[:2], params="classifier",
+            device=self.device, data_dir=self.data_dir, progress=self.progress,
+        )  # fmt: skip
+        traj.save(stem)
+
+    def plane_surface(self) -> None:
+        """Surfaces on the plane through the init and the final weights of two algorithms."""
+        from landscape.checkpoint import load_checkpoint
+        from landscape.domains import pick_domains
+        from landscape.surface import loss_surface, make_grid
+        from landscape.surface.directions import plane_directions
+
+        stem = self.out.surface_plane
+        if len(self.finals) < 2 or self.out.done(stem):
+            return
+        a, b = list(self.finals)[:2]
+        init = self.run.checkpoint_path(a, 0, 0)
+        if not init.is_file():
+            return
+        self.log(f"[analyse] surfaces on the plane through init, {a}, {b}")
+        model = self.finals[a][0]
+        dirs = plane_directions(model, [load_checkpoint(init)[0], model, self.finals[b][0]],
+                                labels=["init", a, b])  # fmt: skip
+        # the default range (covering the three points), with `grid` points per axis
+        alphas, betas = make_grid(None, dirs)
+        plane = ((alphas[0], alphas[-1], self.grid), (betas[0], betas[-1], self.grid))
+        domains = pick_domains(self.small, self.shown_domains)
+        res = loss_surface(model, self.loss, domains, dirs, grid=plane, progress=self.progress)
+        res.save(stem)
+
+    def direction_surfaces(self) -> None:
+        """Surfaces on the plane of each model's head inconsistency direction."""
+        from landscape.domains import pick_domains
+        from landscape.inconsistency import InconsistencyResult
+        from landscape.surface import loss_surface
+        from landscape.surface.directions import inconsistency_directions
+
+        domains = pick_domains(self.small, self.shown_domains)
+        for algo, (model, _) in self.finals.items():
+            stem = self.out.surface_direction(algo)
+            if self.out.done(stem):
+                continue
+            self.log(f"[analyse] {algo}: surfaces on the plane of the inconsistency direction")
+            score = InconsistencyResult.load(self.out.score("head", algo))
+            dirs = inconsistency_directions(score, model, params="classifier", seed=0)
+            res = loss_surface(model, self.loss, domains, dirs, grid=(-2.0, 2.0, self.grid),
+                               progress=self.progress)  # fmt: skip
+            res.save(stem)
 
 
 def analyse_run(
@@ -74,7 +204,8 @@ def analyse_run(
 
     Args:
         run_dir: a folder written by :func:`landscape.training.train`.
-        out_dir: where the results go (``.npz`` + ``.json`` each).
+        out_dir: where the results go (``.npz`` + ``.json`` each, named as
+            :class:`landscape.runs.AnalysisFolder` says).
         algorithms: which algorithms (default: every one whose restart 0 has finished).
         epsilon: ε of the inconsistency score.
         subsample: samples per domain for the whole-network score and the surfaces (the
@@ -89,90 +220,24 @@ def analyse_run(
         progress: progress bars.
         log: where one-line progress messages go.
     """
-    from landscape.alignment import alignment_trajectory, run_layout
-    from landscape.checkpoint import load_checkpoint
-    from landscape.data import build_domains
-    from landscape.surface.directions import inconsistency_directions, plane_directions
-    from landscape.domains import pick_domains, truncate
-    from landscape.inconsistency import inconsistency_score
-    from landscape.losses import build_loss
-    from landscape.surface import loss_surface, make_grid
-    from landscape.training import checkpoint_path
-
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run, out = RunFolder(run_dir), AnalysisFolder(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
     if algorithms is None:
-        algorithms = [a for a in run_layout(run_dir) if _final_exists(run_dir, a)]
-    finals = {}
-    for algo in algorithms:
-        model, meta = load_checkpoint(_final_checkpoint(run_dir, algo), device=device)
-        finals[algo] = (model, meta)
-    _, meta0 = finals[algorithms[0]]
-    loss = build_loss(meta0.get("loss", "bce"))
-    full = build_domains(meta0["data"], data_dir=data_dir, device=device)
-    train_domains = list(meta0["train_domains"])
-    shown_domains = train_domains + list(meta0.get("test_domains", []))
-    small = truncate(full, subsample)  # any data set, not only Colored MNIST
+        algorithms = run.finished_algorithms()
+    job = _Analysis(run, out, epsilon, subsample, head_k, network_k, grid, device, data_dir,
+                    progress, log)  # fmt: skip
+    job.load(algorithms)
+    job.scores()
+    job.alignment()
+    job.plane_surface()
+    job.direction_surfaces()
+    return out.root
 
-    for algo, (model, _) in finals.items():
-        stem = out_dir / SCORE_HEAD.format(algo=algo)
-        if not _done(stem):
-            log(f"[analyse] {algo}: I^eps of the head (dense, top-{head_k} of H_A)")
-            res = inconsistency_score(
-                model, loss, pick_domains(full, train_domains), epsilon, params="classifier",
-                method="dense", remedy="top-k", k=head_k, progress=progress,
-            )  # fmt: skip
-            res.save(stem)
-        stem = out_dir / SCORE_NET.format(algo=algo)
-        if not _done(stem):
-            log(f"[analyse] {algo}: I^eps of the whole network (matrix-free, top-{network_k})")
-            res = inconsistency_score(
-                model, loss, pick_domains(small, train_domains), epsilon, params=None,
-                method="matrix-free", remedy="top-k", k=network_k, progress=progress,
-            )  # fmt: skip
-            res.save(stem)
 
-    stem = out_dir / ALIGNMENT
-    if not _done(stem):
-        log("[analyse] Hessian alignment of the head over the checkpoints")
-        traj = alignment_trajectory(
-            run_dir, algorithms, pair=train_domains[:2], params="classifier", device=device,
-            data_dir=data_dir, progress=progress,
-        )  # fmt: skip
-        traj.save(stem)
+def _load_scores(analysis: AnalysisFolder, kind: str) -> dict:
+    from landscape.inconsistency import InconsistencyResult
 
-    surface_domains = pick_domains(small, shown_domains)
-    if len(algorithms) >= 2:
-        stem = out_dir / SURFACE_PLANE
-        if not _done(stem):
-            a, b = algorithms[:2]
-            init = checkpoint_path(run_dir, a, 0, 0)
-            if init.is_file():
-                log(f"[analyse] surfaces on the plane through init, {a}, {b}")
-                model = finals[a][0]
-                dirs = plane_directions(
-                    model,
-                    [load_checkpoint(init)[0], finals[a][0], finals[b][0]],
-                    labels=["init", a, b],
-                )
-                # the default range (covering the three points), with `grid` points per axis
-                alphas, betas = make_grid(None, dirs)
-                plane = ((alphas[0], alphas[-1], grid), (betas[0], betas[-1], grid))
-                res = loss_surface(model, loss, surface_domains, dirs, grid=plane,
-                                   progress=progress)  # fmt: skip
-                res.save(stem)
-    for algo, (model, _) in finals.items():
-        stem = out_dir / SURFACE_DIRECTION.format(algo=algo)
-        if not _done(stem):
-            log(f"[analyse] {algo}: surfaces on the plane of the inconsistency direction")
-            from landscape.inconsistency import InconsistencyResult
-
-            score = InconsistencyResult.load(out_dir / SCORE_HEAD.format(algo=algo))
-            dirs = inconsistency_directions(score, model, params="classifier", seed=0)
-            res = loss_surface(model, loss, surface_domains, dirs, grid=(-2.0, 2.0, grid),
-                               progress=progress)  # fmt: skip
-            res.save(stem)
-    return out_dir
+    return {algo: InconsistencyResult.load(stem) for algo, stem in analysis.scores(kind).items()}
 
 
 def draw_figures(
@@ -189,19 +254,10 @@ def draw_figures(
     import matplotlib.pyplot as plt
 
     from landscape.alignment import AlignmentTrajectory
-    from landscape.inconsistency import InconsistencyResult
-    from landscape.paper import compare_table2
-    from landscape.plot import (
-        plot_alignment,
-        plot_pairwise,
-        plot_score_parts,
-        plot_surface,
-        plot_training_curves,
-    )
+    from landscape.plot import plot_alignment, plot_score_parts, plot_surface, plot_training_curves
     from landscape.surface import SurfaceResult
-    from landscape.training import RunResults
 
-    run_dir, analysis_dir, out_dir = Path(run_dir), Path(analysis_dir), Path(out_dir)
+    run, analysis, out_dir = RunFolder(run_dir), AnalysisFolder(analysis_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
@@ -211,57 +267,64 @@ def draw_figures(
         plt.close(fig)
         written.append(path)
 
-    if (run_dir / "config.json").is_file():
-        save(plot_training_curves(run_dir)[0], "training_curves.png")
-    if (run_dir / "results.json").is_file():
-        results = RunResults.load(run_dir / "results")
-        restarts = {a: len(s) for a, s in results.seeds.items()}
-        try:
-            table = compare_table2(results.table, restarts)
-        except ValueError:  # not a Colored MNIST run: no paper numbers to compare with
-            table = None
-        if table is not None:
-            path = out_dir / "table2.md"
-            path.write_text("# Colored MNIST (Table 2): ours (paper)\n\n" + table)
-            written.append(path)
-    if _done(analysis_dir / ALIGNMENT):
-        save(plot_alignment(AlignmentTrajectory.load(analysis_dir / ALIGNMENT))[0],
+    if run.has_config():
+        save(plot_training_curves(run.root)[0], "training_curves.png")
+    if run.has_results():
+        written += _write_table2(run, out_dir)
+    if analysis.done(analysis.alignment):
+        save(plot_alignment(AlignmentTrajectory.load(analysis.alignment))[0],
              "hessian_alignment.png")  # fmt: skip
-    for kind, pattern in (("head", SCORE_HEAD), ("network", SCORE_NET)):
-        scores = {}
-        for stem in sorted(analysis_dir.glob(pattern.format(algo="*") + ".json")):
-            algo = stem.stem[len(pattern.format(algo="")) :]
-            scores[algo] = InconsistencyResult.load(stem)
-        if not scores:
-            continue
-        save(plot_score_parts(scores)[0], f"inconsistency_parts_{kind}.png")
-        fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.6), squeeze=False)
-        for ax, (algo, res) in zip(axes[0], scores.items(), strict=True):
-            plot_pairwise(res, ax=ax)
-            ax.set_title(f"{algo}: {ax.get_title()}", fontsize=8)
-        fig.tight_layout()
-        save(fig, f"inconsistency_pairs_{kind}.png")
-    for stem in sorted(analysis_dir.glob("surface_*.json")):
+    for kind in AnalysisFolder.SCORE_PREFIXES:
+        scores = _load_scores(analysis, kind)
+        if scores:
+            save(plot_score_parts(scores)[0], f"inconsistency_parts_{kind}.png")
+            save(_pairs_figure(scores), f"inconsistency_pairs_{kind}.png")
+    for stem in analysis.surfaces():
         res = SurfaceResult.load(stem)
         domains = [d for d in res.domains if not d.startswith("-")] or res.domains
-        save(plot_surface(res, domains=domains)[0], f"{stem.stem}.png")
+        save(plot_surface(res, domains=domains)[0], f"{stem.name}.png")
     return written
+
+
+def _pairs_figure(scores: dict):
+    """One pairwise heatmap per algorithm, side by side."""
+    import matplotlib.pyplot as plt
+
+    from landscape.plot import plot_pairwise
+
+    fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.6), squeeze=False)
+    for ax, (algo, res) in zip(axes[0], scores.items(), strict=True):
+        plot_pairwise(res, ax=ax)
+        ax.set_title(f"{algo}: {ax.get_title()}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _write_table2(run: RunFolder, out_dir: Path) -> list[Path]:
+    """``table2.md`` (ours beside the paper's Table 2) for a Colored MNIST run, else nothing."""
+    from landscape.paper import compare_table2
+    from landscape.training import RunResults
+
+    results = RunResults.load(run.results_stem)
+    try:
+        table = compare_table2(results.table, results.restarts())
+    except ValueError:  # not a Colored MNIST run: no paper numbers to compare with
+        return []
+    path = out_dir / "table2.md"
+    path.write_text("# Colored MNIST (Table 2): ours (paper)\n\n" + table)
+    return [path]
 
 
 def summary(analysis_dir: str | os.PathLike) -> str:
     """A Markdown table of the inconsistency scores in ``analysis_dir``."""
-    from landscape.inconsistency import InconsistencyResult
-
-    analysis_dir = Path(analysis_dir)
+    analysis = AnalysisFolder(analysis_dir)
     lines = [
         "| Model | Parameters | Method | I^ε | Pair (A → B) | Risk gap | Curvature term "
         "| Empirical check | ‖∇R‖ (A, B) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for kind, pattern in (("head", SCORE_HEAD), ("whole network", SCORE_NET)):
-        for path in sorted(analysis_dir.glob(pattern.format(algo="*") + ".json")):
-            algo = path.stem[len(pattern.format(algo="")) :]
-            res = InconsistencyResult.load(path)
+    for kind, shown in (("head", "head"), ("network", "whole network")):
+        for algo, res in _load_scores(analysis, kind).items():
             a, b = res.pair
             i, j = res.domains.index(a), res.domains.index(b)
             check = res.check or {}
@@ -269,7 +332,7 @@ def summary(analysis_dir: str | os.PathLike) -> str:
             emp = f"{float(np.asarray(emp).reshape(-1)[0]):.4g}" if emp is not None else "-"
             score = float(np.asarray(res.score).reshape(-1)[0])
             lines.append(
-                f"| {algo} | {kind} | {res.method} | {score:.4g}"
+                f"| {algo} | {shown} | {res.method} | {score:.4g}"
                 f" | {a} → {b} | {float(res.risk_gap[i, j]):.4g}"
                 f" | {float(np.asarray(res.curvature_term)[0, i, j]):.4g} | {emp}"
                 f" | {res.gradient_norms[a]:.3g}, {res.gradient_norms[b]:.3g} |"

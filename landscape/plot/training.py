@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from landscape.io import read_json
-from landscape.plot.style import algorithm_color, algorithm_name, style
+from landscape.names import algorithm_name, metric_label
+from landscape.plot.style import algorithm_color, style
+from landscape.runs import RunFolder
 
 
 def load_histories(
@@ -23,9 +23,8 @@ def load_histories(
     """
     from landscape.training import read_history
 
-    folders = sorted((Path(run_dir) / algorithm).glob("restart_*/history.csv"))
     out = []
-    for path in folders:
+    for path in RunFolder(run_dir).history_paths(algorithm):
         rows = read_history(path)
         if rows and (steps is None or int(rows[-1]["step"]) == steps):
             out.append({k: np.array([r[k] for r in rows]) for k in rows[0]})
@@ -50,7 +49,8 @@ def plot_training_curves(
 ):
     """One panel per domain: ``metric`` (``"acc"`` or ``"loss"``) against the step.
 
-    Lines are the mean over restarts, bands ± one standard deviation; the dotted vertical
+    Lines are the mean over restarts, bands ± one standard deviation (none for an algorithm
+    with a single restart: there is no spread); the dotted vertical
     line marks the anneal step of the penalty weight.
 
     Returns:
@@ -58,10 +58,7 @@ def plot_training_curves(
     """
     if metric not in ("acc", "loss"):
         raise ValueError(f"unknown metric {metric!r}; use 'acc' or 'loss'")
-    config_path = Path(run_dir) / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    config = read_json(config_path)
+    config = RunFolder(run_dir).read_config()
     if algorithms is None:  # those with at least one finished restart
         algorithms = [a for a in config["algorithms"] if _finished(run_dir, a, config["steps"])]
     histories = {a: load_histories(run_dir, a, config["steps"]) for a in algorithms}
@@ -85,11 +82,12 @@ def plot_training_curves(
                 mean, std = scale * values.mean(0), scale * values.std(0)
                 color = algorithm_color(algo)
                 ax.plot(steps, mean, color=color, label=algorithm_name(algo), lw=1.5)
-                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+                if len(runs) > 1:  # one restart has no spread to draw
+                    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
             ax.axvline(config["anneal_step"], color="k", ls=":", lw=1)
             ax.set_title(f"domain {domain}")
             ax.set_xlabel("step")
-        axes[0, 0].set_ylabel("accuracy (%)" if metric == "acc" else "loss")
+        axes[0, 0].set_ylabel(metric_label(metric))
         axes[0, -1].legend(loc="best")
         fig.tight_layout()
     return fig, axes

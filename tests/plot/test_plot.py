@@ -18,7 +18,6 @@ import landscape.surface  # noqa: E402
 from landscape.alignment import AlignmentTrajectory, alignment_trajectory  # noqa: E402
 from landscape.checkpoint import load_checkpoint  # noqa: E402
 from landscape.data import build_domains  # noqa: E402
-from landscape.surface.directions import random_directions  # noqa: E402
 from landscape.domains import pick_domains  # noqa: E402
 from landscape.inconsistency import InconsistencyResult, inconsistency_score  # noqa: E402
 from landscape.losses import build_loss  # noqa: E402
@@ -31,6 +30,7 @@ from landscape.plot import (  # noqa: E402
 )
 from landscape.plot.style import ALGORITHM_COLORS, algorithm_color, algorithm_name  # noqa: E402
 from landscape.surface import SurfaceResult, loss_surface  # noqa: E402
+from landscape.surface.directions import random_directions  # noqa: E402
 from landscape.training import checkpoint_path, read_history, train  # noqa: E402
 from tests.test_alignment import tiny_run_config  # noqa: E402
 
@@ -111,6 +111,21 @@ def test_training_curves_one_panel_per_domain_mean_over_restarts(saved):
             if line.get_linestyle() == ":"
         )
     assert axes[0, 0].get_ylabel() == "accuracy (%)"
+
+
+def test_training_curves_draw_no_band_for_a_single_restart(saved, tmp_path):
+    """A band of ± one std needs at least two restarts: one restart draws the line alone."""
+    import shutil
+
+    fig, axes = plot_training_curves(saved / "run")
+    assert all(len(ax.collections) == 2 for ax in axes[0])  # ERM and Fishr bands
+    run = tmp_path / "run"
+    shutil.copytree(saved / "run", run)
+    shutil.rmtree(run / "erm" / "restart_1")  # ERM: one restart left
+    fig, axes = plot_training_curves(run)
+    for ax in axes[0]:
+        assert len(ax.collections) == 1  # Fishr's band only
+        assert set(lines_by_label(ax)) == {"ERM", "Fishr"}
 
 
 def test_training_curves_subset_and_loss(saved):
