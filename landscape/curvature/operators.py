@@ -1,278 +1,150 @@
 """Matrix-free curvature operators of a domain's risk: Hessian, GGN and empirical Fisher.
 
-A :class:`CurvatureOperator` represents one symmetric ``[D, D]`` matrix of the risk
+An operator represents one symmetric ``[D, D]`` matrix of the risk
 :math:`R_e(\\theta) = \\frac1N \\sum_i \\ell(f_\\theta(x_i), y_i)` of one domain, restricted to
-the parameters chosen by ``params`` (see :mod:`landscape.params`), and multiplies vectors
-with it without ever forming it:
+the parameters chosen by ``params`` (see :mod:`landscape.params`), and multiplies ``k``
+vectors at once with it without ever forming it. :class:`CurvatureOperator` owns the data
+loop; each subclass only says how one batch multiplies a block ``V^T [k, D]``:
 
-* ``"hessian"``: :math:`H v = \\nabla_\\theta (\\nabla_\\theta R_e \\cdot v)` (double backward);
-* ``"ggn"``: :math:`G v = \\frac1N\\sum_i J_i^\\top \\Lambda_i J_i v`, with the Jacobian-vector
-  product :math:`J v` from the double-vjp trick (:math:`J v = \\partial_u \\langle J^\\top u,
-  v\\rangle`), :math:`\\Lambda_i` the loss Hessian w.r.t. the outputs, then one vjp;
-* ``"ef"`` (empirical Fisher): :math:`F v = \\frac1N \\sum_i g_i (g_i \\cdot v)` with the
-  per-sample gradients :math:`g_i = \\nabla_\\theta\\ell_i`, obtained as two vector-Jacobian
-  products of the per-sample loss vector, never materialising ``[N, D]``.
+* :class:`HessianOperator`: :math:`H V = \\nabla_\\theta (\\nabla_\\theta R_e \\cdot V)` (double
+  backward);
+* :class:`GGNOperator`: :math:`G V = \\frac1N\\sum_i J_i^\\top \\Lambda_i J_i V`, with the
+  Jacobian-vector product :math:`J V = \\partial_u \\langle J^\\top u, V\\rangle` (double-vjp
+  trick), :math:`\\Lambda_i` the loss Hessian w.r.t. the outputs, then one vjp;
+* :class:`EFOperator` (empirical Fisher): :math:`F V = \\frac1N \\sum_i g_i (g_i^\\top V)`
+  with the per-sample gradients :math:`g_i = \\nabla_\\theta\\ell_i`, obtained as two
+  vector-Jacobian products of the per-sample loss vector, never materialising ``[N, D]``.
+
+A block of ``k > 1`` columns goes through each differentiation once, vectorised
+(``torch.autograd.grad(..., is_grads_batched=True)``); ``k = 1`` is the plain product.
 
 Speed. When the graph is retained (default for a domain that is one batch) the forward pass
 and the first backward pass are done **once** (at the first product), and every product only
-differentiates again through the stored graph (``retain_graph=True``). This is the
-cheapest known Hessian-vector product (measured about 2x faster than curvlinops'
-operators, which recompute the forward pass for every product: see
-``benchmarks/bench_curvature.py``); that is why these operators are our own and curvlinops
-is used only as a reference in the benchmark. With several batches and
-``retain_graph=False`` (default then) each product loops over the batches: forward,
-backward with ``create_graph`` and the second differentiation, one batch at a time, so
-memory stays that of one batch (matrix-free for data that do not fit).
+differentiates again through the stored graph (``retain_graph=True``). With several batches
+and ``retain_graph=False`` (default then) each block of products loops over the batches:
+forward, backward with ``create_graph`` and the second differentiation, one batch at a time,
+so memory stays that of one batch (matrix-free for data that do not fit), and ``k`` columns
+share one forward. Measured numbers: ``benchmarks/bench_operators.py``.
 
-Memory and lifetime of the retained graph: it holds the activations of the forward pass
-and of the first backward pass of every batch (a few times the memory of one training
-step per batch). It is built on the first product (or by :meth:`CurvatureOperator.build`),
-not at construction, so an operator used only for :meth:`CurvatureOperator.dense` by a
-closed form never builds it. It lives as long as the operator; free it with :meth:`release`
-or by using the operator as a context manager (``with curvature_operator(...) as op: ...``).
+The retained graph holds the activations of the forward and first backward pass of every
+batch (a few times one training step per batch); it is built at the first product (or by
+:meth:`~CurvatureOperator.build`), so an operator used only for a closed-form
+:meth:`~CurvatureOperator.dense` never builds it, and freed by
+:meth:`~CurvatureOperator.release` or a ``with`` block. Dense matrices of small selections
+are exact in every path: a closed form where one applies
+(:mod:`landscape.curvature.closed_form`), blocks of products, or ``D`` products.
 
-Dense matrices of small parameter subsets (:meth:`CurvatureOperator.dense`) are exact in
-every path; by default (``method="auto"``) a closed form is used where one applies and
-``D`` products with the unit vectors otherwise:
-
-* Hessian and GGN of a selection **inside the layer that produces the model's output**
-  (``params="classifier"``): the output :math:`z_i = W a_i + b` is affine in
-  :math:`\\theta = (W, b)` because the layer's input :math:`a_i` does not depend on it, so
-  :math:`\\nabla^2_\\theta z_i = 0` and the Hessian **equals** the GGN (docs/method.md section 3):
-
-  .. math::
-
-      H = G = \\frac1N \\sum_i J_i^\\top \\Lambda_i J_i
-        = \\frac1N \\sum_i \\Lambda_i \\otimes \\tilde a_i \\tilde a_i^\\top,
-      \\qquad J_i = I_C \\otimes \\tilde a_i^\\top, \\quad \\tilde a_i = [a_i, 1],
-
-  with :math:`\\Lambda_i = \\nabla^2_z \\ell_i` ``[C, C]`` (``torch.func`` on the loss alone).
-  Block :math:`(c, c')` is one weighted product :math:`\\tilde A^\\top
-  \\operatorname{diag}(\\Lambda_{:, c, c'}) \\tilde A` of the features ``[N, F + 1]``,
-  computed once without a graph through the featurizer; for ``C = 1`` (BCE:
-  :math:`\\Lambda_i = \\sigma(z_i)(1 - \\sigma(z_i))`) the whole matrix is one such product.
-  Structural conditions, all checked at run time (otherwise the products are used): every
-  selected parameter belongs to one plain ``nn.Linear`` (``forward`` not overridden, no
-  forward hooks), which runs once, on an ``[N, F]`` input that does not require grad when
-  only the selected parameters do (so nothing upstream uses them, tied weights included),
-  and whose output tensor **is** the model's output (unchanged in place).
-* Empirical Fisher of a selection of ``nn.Linear`` layers (any position): the per-sample
-  gradients factorise, :math:`g_i(W) = \\delta_i a_i^\\top`, :math:`g_i(b) = \\delta_i`
-  (:mod:`landscape.persample`), so :math:`F = \\frac1N G^\\top G` from ``[N, D]`` per-sample
-  gradients built in row chunks after one forward and one backward to the layers' outputs.
-  Checked: each layer runs once on ``[N, in]`` inputs, and the summed per-sample gradients
-  equal autograd's gradient of the risk (so no selected parameter is used elsewhere).
-* ``method="batched"``: blocks of products at once through the retained graph
-  (``torch.autograd.grad(..., is_grads_batched=True)``), for any selection. Measured on the
-  Colored MNIST MLP (float64, one thread, blocks of 16, a loaded machine): for a hidden
-  layer's bias (``D = 390``) 2-5x faster than the loop at ``N = 500``, but 2x slower at
-  ``N = 5,000`` and 3x slower at ``N = 25,000`` (the vectorised backward through the hidden
-  layers allocates ``[k, N, width]`` temporaries and is memory bound); no gain for the
-  head's shallow graph at ``N = 5,000``. So ``"auto"`` keeps the loop; ask for it on small
-  domains.
-
-The user's model is never changed: the operator differentiates through
-:func:`torch.func.functional_call` with detached copies of the parameters (sharing storage),
-so parameters, ``requires_grad`` flags and train/eval mode stay as they are. A model
-extended by BackPACK is analysed through a plain copy. If the model's parameters are changed
-in place after construction, the next product raises a ``ValueError`` (the operator would no
-longer describe the current weights).
+The user's model is never changed: products go through :func:`torch.func.functional_call`
+with detached copies of the parameters (sharing storage), so parameters, ``requires_grad``
+flags and train/eval mode stay as they are; a BackPACK-extended model is analysed through a
+plain copy; parameters changed in place after construction make the next product raise a
+``ValueError``.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterable
-from enum import Enum
+from collections.abc import Iterable, Sequence
+from functools import cached_property
 
-import numpy as np
 import torch
+from curvlinops._torch_base import CurvatureLinearOperator
 from torch import Tensor, nn
 from torch.func import functional_call
 from tqdm.auto import tqdm
 
+from landscape.curvature.checks import (  # noqa: F401  (_to: re-exported)
+    Curvature,
+    _to,
+    as_curvature,
+    check_deterministic,
+    check_eval_mode,
+    check_loss,
+    is_backpack_extended,
+    plain_copy,
+    to_like,
+)
+from landscape.curvature.closed_form import (
+    ClosedForm,
+    NoClosedForm,
+    functional_tensors,
+    linear_empirical_fisher,
+    output_layer_curvature,
+)
 from landscape.domains import Batch, as_batches
-from landscape.losses import loss_name, with_reduction
+from landscape.losses import with_reduction
 from landscape.params import ParamSpec, flatten, select_params
 
 __all__ = [
     "DENSE_METHODS",
+    "MAX_DENSE_DIM",
+    "BLOCK_COLUMNS",
+    "BLOCK_SAMPLE_COLUMNS",
     "Curvature",
+    "as_curvature",
     "CurvatureOperator",
+    "HessianOperator",
+    "GGNOperator",
+    "EFOperator",
     "curvature_operator",
     "check_loss",
     "check_eval_mode",
     "check_deterministic",
     "is_backpack_extended",
     "plain_copy",
-    "MAX_DENSE_DIM",
+    "to_like",
 ]
 
 MAX_DENSE_DIM = 8192
 """Largest ``D`` for which :meth:`CurvatureOperator.dense` builds the ``[D, D]`` matrix."""
 
 DENSE_METHODS = ("auto", "closed-form", "batched", "products")
-"""Ways :meth:`CurvatureOperator.dense` builds a matrix (see the module docstring)."""
+"""Ways :meth:`CurvatureOperator.dense` builds a matrix."""
 
-# Elements of the [rows, D] per-sample gradient blocks of the empirical Fisher closed form,
-# and of the [rows, C, C] loss Hessians of the output-layer closed form.
-_EF_BLOCK_ELEMENTS = 2**22
-_LAMBDA_ELEMENTS = 2**22
-
-
-class _NoClosedForm(ValueError):
-    """The selection / model does not meet a closed form's conditions (message says why)."""
+BLOCK_COLUMNS = 8
+"""Most columns :meth:`CurvatureOperator.matmat` multiplies in one vectorised pass."""
+BLOCK_SAMPLE_COLUMNS = 2**14
+"""Most ``columns x batch rows`` of one vectorised pass: the vectorised backward allocates
+``[k, n, width]`` temporaries, memory bound on a CPU for large ``n`` (measured in
+``benchmarks/bench_operators.py``), so large batches go one column at a time."""
 
 
-class Curvature(str, Enum):
-    """Which curvature matrix of the risk an operator represents."""
-
-    HESSIAN = "hessian"
-    """The Hessian :math:`\\nabla^2_\\theta R_e` (indefinite away from a minimum)."""
-    GGN = "ggn"
-    """The generalised Gauss-Newton :math:`\\frac1N\\sum_i J_i^\\top\\Lambda_i J_i` (PSD for
-    convex losses); for CE / BCE it equals the true Fisher of the model's predictive
-    distribution."""
-    EF = "ef"
-    """The empirical Fisher :math:`\\frac1N\\sum_i g_i g_i^\\top` (uncentered gradient
-    covariance; PSD)."""
-
-
-def as_curvature(curvature: str | Curvature) -> Curvature:
-    """Parse a curvature name (``"hessian"``, ``"ggn"``, ``"ef"``) or enum member."""
-    try:
-        return Curvature(getattr(curvature, "value", curvature))
-    except ValueError:
-        raise ValueError(
-            f"unknown curvature {curvature!r}; use one of {', '.join(c.value for c in Curvature)}"
-        ) from None
-
-
-# --------------------------------------------------------------------------- guard rails
-
-
-def check_loss(loss_func: nn.Module) -> str:
-    """Check that ``loss_func`` is a supported, mean-reduced loss; return its name.
-
-    Raises:
-        TypeError: not a loss module.
-        ValueError: unsupported loss type, class weights, or a reduction other than mean.
-    """
-    if not isinstance(loss_func, nn.Module):
-        raise TypeError(
-            f"loss_func must be a loss module such as nn.BCEWithLogitsLoss(), "
-            f"got {type(loss_func).__name__}"
-        )
-    name = loss_name(loss_func)
-    if getattr(loss_func, "reduction", "mean") != "mean":
-        raise ValueError(
-            f"loss_func has reduction={loss_func.reduction!r}; curvature is of the mean loss "
-            "R_e, pass a loss with reduction='mean'"
-        )
-    for attr in ("weight", "pos_weight"):
-        if getattr(loss_func, attr, None) is not None:
-            raise ValueError(f"loss_func has {attr} set; weighted losses are not supported")
-    if float(getattr(loss_func, "label_smoothing", 0.0)) != 0.0:
-        raise ValueError("loss_func uses label_smoothing; it is not supported, set it to 0")
-    return name
-
-
-_STOCHASTIC = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._NormBase)
-
-
-def check_eval_mode(model: nn.Module) -> None:
-    """Raise a ``ValueError`` if any module of ``model`` is in train mode.
-
-    Curvature of R_e needs a deterministic function of the weights: dropout in train mode
-    is random and batch norm in train mode normalises with batch statistics. The model is
-    never switched to eval mode silently.
-    """
-    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
-    if not training:
-        return
-    culprits = [
-        f"{type(m).__name__} ({name})"
-        for name, m in model.named_modules()
-        if m.training and isinstance(m, _STOCHASTIC)
-    ]
-    what = f" with {', '.join(culprits[:3])}" if culprits else ""
-    raise ValueError(
-        f"model is in train mode{what}; call model.eval() before curvature work "
-        "(the risk must be a deterministic function of the weights)"
+def _vjp(output: Tensor, inputs, cotangents: Tensor, retain: bool) -> list[Tensor | None]:
+    """Vector-Jacobian products of ``output`` for the ``k`` cotangents ``[k, *output.shape]``
+    at once: ``[k, *input.shape]`` per input (``None`` where unused). One plain backward for
+    ``k = 1``, one vectorised backward (``is_grads_batched``) otherwise."""
+    k = cotangents.shape[0]
+    grads = torch.autograd.grad(
+        output,
+        inputs,
+        grad_outputs=cotangents if k > 1 else cotangents[0],
+        retain_graph=retain,
+        allow_unused=True,
+        is_grads_batched=k > 1,
     )
+    return [g if g is None or k > 1 else g.unsqueeze(0) for g in grads]
 
 
-DETERMINISM_ROWS = 256
-"""Samples of the first batch that :func:`check_deterministic` runs twice."""
-
-
-def check_deterministic(model: nn.Module, batch: Batch, rows: int = DETERMINISM_ROWS) -> None:
-    """Raise a ``ValueError`` if two forward passes on ``batch`` give different outputs.
-
-    Only the first ``rows`` samples are used: random layers show on any sample, and two full
-    forwards of a 25,000-sample domain in float64 cost more than the dense head Hessian.
-    """
-    param = next(model.parameters())
-    X = _to(batch[0][:rows], param)
-    with torch.no_grad():
-        first, second = model(X), model(X)
-    scale = float(first.abs().max()) if first.numel() else 0.0
-    if not torch.allclose(first, second, rtol=1e-5, atol=1e-6 * (1.0 + scale)):
-        raise ValueError(
-            "two forward passes on the same batch gave different outputs; the data pass is "
-            "not deterministic (random layers or augmentation?) - fix it before curvature work"
-        )
-
-
-def is_backpack_extended(model: nn.Module) -> bool:
-    """Whether ``backpack.extend`` has installed its hooks on any module of ``model``."""
-    return any(getattr(m, "_backpack_extend", False) for m in model.modules())
-
-
-def plain_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every BackPACK hook and stored tensor removed.
-
-    BackPACK's ``extend`` mutates modules (hooks, stored ``input0`` / ``output``), and such
-    modules cannot go through :mod:`torch.func`; the copy can. The original is untouched.
-    """
-    clone = copy.deepcopy(model)
-    try:
-        from backpack import hook_run_extensions, hook_store_io
-    except ImportError:  # pragma: no cover - backpack is a dependency
-        return clone
-    backpack_hooks = (hook_store_io, hook_run_extensions)
-    for module in clone.modules():
-        for hooks in (module._forward_hooks, module._backward_hooks):
-            for key in [k for k, h in hooks.items() if h in backpack_hooks]:
-                del hooks[key]
-        if not module._backward_hooks:
-            module._is_full_backward_hook = None
-        if hasattr(module, "_backpack_extend"):
-            delattr(module, "_backpack_extend")
-        for attr in [a for a in vars(module) if a == "output" or a.startswith("input")]:
-            if attr == "output" or attr[5:].isdigit():
-                delattr(module, attr)
-    return clone
-
-
-def _to(t: Tensor, like: Tensor) -> Tensor:
-    """Move ``t`` to ``like``'s device, and to its dtype if ``t`` is floating point."""
-    if t.is_floating_point():
-        return t.to(device=like.device, dtype=like.dtype)
-    return t.to(device=like.device)
-
-
-# --------------------------------------------------------------------------- operator
-
-
-class CurvatureOperator:
+class CurvatureOperator(CurvatureLinearOperator):
     """A symmetric ``[D, D]`` curvature matrix of one domain's risk, matrix-free.
 
-    Build it with :func:`curvature_operator`. Products: ``op @ v``, ``op.matvec(v)`` for
-    ``v [D]`` and ``op.matmat(V)`` for ``V [D, k]`` (torch tensors, on any device and dtype;
-    results in the operator's ``dtype`` and ``device``), and ``op.to_scipy()`` for SciPy.
-    ``op.num_products`` counts matrix-vector products (a ``matmat`` with ``k`` columns
-    counts ``k``).
+    Build it with :func:`curvature_operator` (or ``CurvatureOperator(..., curvature=...)``,
+    which returns the subclass for that curvature). Products: ``op @ v``, ``op.matvec(v)``
+    for ``v [D]`` and ``op.matmat(V)`` / ``op @ V`` for ``V [D, k]`` (torch tensors, on any
+    device and dtype; results in the operator's ``dtype`` and ``device``), and
+    ``op.to_scipy()`` for SciPy. ``op.num_products`` counts matrix-vector products (a block
+    of ``k`` columns counts ``k``).
+
+    It is a curvlinops ``CurvatureLinearOperator`` (curvlinops 3): ``to_scipy``, ``adjoint``
+    (the operator itself), sums, scalings and chains with other curvlinops operators
+    (``op_b - 2.0 * op_a``) and curvlinops' estimators (``hutchinson_trace(op, m)``) work on
+    it. It keeps its own products and data loop rather than curvlinops' per-batch
+    ``_matmat_batch``, which recomputes the forward and first backward pass of every batch for
+    every block (``torch.func`` ``jvp`` of ``jacrev``): with the graph retained, our
+    Hessian-vector product costs about 1.3 gradients against curvlinops' 3 (Colored MNIST
+    MLP, N = 2,000, one thread; ``benchmarks/bench_operators.py``). Its determinism check is
+    not used either: it runs the whole data set twice with gradients, plus two products;
+    :func:`~landscape.curvature.checks.check_deterministic` compares two forwards on at most
+    256 samples.
 
     Attributes:
         curvature: which matrix (:class:`Curvature`).
@@ -280,7 +152,17 @@ class CurvatureOperator:
         dim: ``D``; ``shape`` is ``(D, D)``.
         num_samples: ``N``, the domain's number of samples.
         retain_graph: whether the forward / first backward graphs are kept between products.
+        dense_method: how the last :meth:`dense` call built its matrix.
     """
+
+    SELF_ADJOINT = True
+    curvature: Curvature = Curvature.HESSIAN
+
+    def __new__(cls, *args, **kwargs):
+        if cls is CurvatureOperator:
+            curvature = kwargs.get("curvature", args[4] if len(args) > 4 else None)
+            cls = _OPERATORS[as_curvature(curvature or Curvature.HESSIAN)]
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -288,12 +170,15 @@ class CurvatureOperator:
         loss_func: nn.Module,
         data: Iterable[Batch],
         params: ParamSpec = None,
-        curvature: str | Curvature = "hessian",
+        curvature: str | Curvature | None = None,
         progress: bool = False,
         retain_graph: bool | None = None,
         check: bool = True,
     ):
-        self.curvature = as_curvature(curvature)
+        if curvature is not None and as_curvature(curvature) is not self.curvature:
+            raise ValueError(
+                f"{type(self).__name__} is the {self.curvature.value}, not {curvature}"
+            )
         check_loss(loss_func)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -302,30 +187,24 @@ class CurvatureOperator:
             model = plain_copy(model)
         if check:
             check_eval_mode(model)
-        self._model = model
-        self._loss = loss_func
-        self._sample_loss = with_reduction(loss_func, "none")
-        self._data = as_batches(data)
+        batches = as_batches(data)
         selected = select_params(model, params)
+        self._model, self._loss = model, loss_func
         self.names = list(selected)
-        self._selected = selected
-        first = next(iter(selected.values()))
-        self.dtype = first.dtype
-        self.device = first.device
-        self.dim = sum(p.numel() for p in selected.values())
-        self.shape = (self.dim, self.dim)
+        self._tensors = functional_tensors(model, selected)
+        self._leaves = [self._tensors[n] for n in self.names]
         self._versions = {n: p._version for n, p in model.named_parameters()}
-        self._leaves = {n: p.detach().requires_grad_(True) for n, p in selected.items()}
-        self._fixed = {n: p.detach() for n, p in model.named_parameters() if n not in selected}
-        self._fixed.update(dict(model.named_buffers()))
-        sizes = [int(X.shape[0]) for X, _ in self._data]
-        self.num_samples = sum(sizes)
-        self.num_batches = len(sizes)
+        sizes = [int(X.shape[0]) for X, _ in batches]
+        self.num_samples, self.num_batches = sum(sizes), len(sizes)
+        self._max_batch = max(sizes)
         if check:
-            check_deterministic(model, next(iter(self._data)))
-        if retain_graph is None:
-            retain_graph = self.num_batches == 1
-        self.retain_graph = bool(retain_graph)
+            check_deterministic(model, next(iter(batches)))
+        super().__init__(
+            self._forward, loss_func, self._leaves, batches, check_deterministic=False,
+            num_data=self.num_samples,
+        )  # fmt: skip
+        self.dim = self.shape[0]
+        self.retain_graph = bool(self.num_batches == 1 if retain_graph is None else retain_graph)
         self.num_products = 0
         self._bar = tqdm(
             desc=f"{self.curvature.value}-vector products",
@@ -335,84 +214,72 @@ class CurvatureOperator:
         )
         self._graphs: list[dict] | None = None  # built on the first product (build())
         self._released = False
-        self._cache: dict[str, object] = {}  # risk / gradient from a closed-form dense pass
+        self._closed: ClosedForm | None = None  # risk / gradient of a closed-form dense pass
         self.dense_method: str | None = None
-        """How the last :meth:`dense` call built its matrix (``"closed-form (...)"``,
-        ``"batched"`` or ``"products"``)."""
 
-    # ----------------------------------------------------------------- per-batch graphs
+    # ----------------------------------------------------------------- what subclasses say
 
-    def _build(self, X: Tensor, y: Tensor) -> dict:
-        """Forward and first backward pass of one batch, keeping the graph for products."""
-        X, y = _to(X, self._first()), _to(y, self._first())
-        leaves = list(self._leaves.values())
-        out = functional_call(self._model, {**self._fixed, **self._leaves}, (X,))
-        loss = self._loss(out, y)
-        n = int(X.shape[0])
-        graph: dict = {"n": n, "loss": loss.detach()}
-        if self.curvature is Curvature.HESSIAN:
-            grads = torch.autograd.grad(loss, leaves, create_graph=True, materialize_grads=True)
-            graph["g"] = flatten(list(grads))
-            graph["grad"] = graph["g"].detach()
-        elif self.curvature is Curvature.GGN:
-            u = torch.zeros_like(out, requires_grad=True)
-            JTu = torch.autograd.grad(
-                out, leaves, grad_outputs=u, create_graph=True, materialize_grads=True
-            )
-            gout = torch.autograd.grad(loss, out, create_graph=True)[0]
-            graph.update(out=out, u=u, JTu=flatten(list(JTu)), gout=gout)
-        else:
-            per_sample = self._sample_loss(out, y).reshape(n, -1).mean(dim=1)
-            u = torch.zeros_like(per_sample, requires_grad=True)
-            gu = torch.autograd.grad(
-                per_sample, leaves, grad_outputs=u, create_graph=True, materialize_grads=True
-            )
-            graph.update(ell=per_sample, u=u, gu=flatten(list(gu)))
-        return graph
+    def _first_backward(self, out: Tensor, y: Tensor, loss: Tensor) -> dict:
+        """The tensors of one batch's graph that :meth:`_product` differentiates."""
+        raise NotImplementedError
 
-    def _first(self) -> Tensor:
-        return next(iter(self._leaves.values()))
+    def _product(self, graph: dict, Vt: Tensor, keep: bool) -> Tensor:
+        """The unnormalised product of one batch with the rows of ``Vt [k, D]``: ``[k, D]``
+        (``keep``: retain the graph for later products)."""
+        raise NotImplementedError
 
-    def _product(self, graph: dict, v: Tensor, keep: bool) -> Tensor:
-        """The unnormalised product of one batch (see :meth:`matvec` for the weights)."""
-        leaves = list(self._leaves.values())
-        c = self.curvature
-        if c is Curvature.HESSIAN:
-            g = graph["g"]
-            if not g.requires_grad:  # the gradient does not depend on the weights: H = 0
-                return torch.zeros_like(v)
-            Hv = torch.autograd.grad(
-                g, leaves, grad_outputs=v, retain_graph=keep, materialize_grads=True
-            )
-            return flatten(list(Hv))
-        if c is Curvature.GGN:
-            Jv = torch.autograd.grad(
-                graph["JTu"], graph["u"], grad_outputs=v, retain_graph=True, allow_unused=True
-            )[0]
-            if Jv is None or not graph["gout"].requires_grad:
-                return torch.zeros_like(v)
-            LJv = torch.autograd.grad(
-                graph["gout"], graph["out"], grad_outputs=Jv, retain_graph=True
-            )[0]
-            Gv = torch.autograd.grad(
-                graph["out"], leaves, grad_outputs=LJv, retain_graph=keep, materialize_grads=True
-            )
-            return flatten(list(Gv))
-        s = torch.autograd.grad(
-            graph["gu"], graph["u"], grad_outputs=v, retain_graph=True, allow_unused=True
-        )[0]
-        if s is None:
-            return torch.zeros_like(v)
-        Fv = torch.autograd.grad(
-            graph["ell"], leaves, grad_outputs=s, retain_graph=keep, materialize_grads=True
-        )
-        return flatten(list(Fv))
+    def _closed_form(self, dtype: torch.dtype | None) -> ClosedForm:
+        """The dense matrix in closed form, or :class:`NoClosedForm`."""
+        raise NotImplementedError
 
     def _weight(self, n: int) -> float:
-        # R_e = sum_b (n_b / N) L_b for H and G; F = (1 / N) sum_i g_i g_i^T.
-        if self.curvature is Curvature.EF:
-            return 1.0 / self.num_samples
+        """The factor of a batch of ``n`` samples: ``R_e = sum_b (n_b / N) L_b``."""
         return n / self.num_samples
+
+    # ----------------------------------------------------------------- the data loop
+
+    def _forward(self, X: Tensor) -> Tensor:
+        return functional_call(self._model, self._tensors, (to_like(X, self._leaves[0]),))
+
+    def _batches(self):
+        """The domain's batches on the operator's device and dtype (inputs detached)."""
+        like = self._leaves[0]
+        for X, y in self._data:
+            yield to_like(X, like).detach(), to_like(y, like)
+
+    def _graph(self, X: Tensor, y: Tensor) -> dict:
+        """Forward and first backward pass of one batch, keeping the graph for products."""
+        y = to_like(y, self._leaves[0])
+        out = self._forward(X)
+        loss = self._loss(out, y)
+        return {"n": int(X.shape[0]), "loss": loss.detach(), **self._first_backward(out, y, loss)}
+
+    def _flat(self, grads: Sequence[Tensor | None], k: int) -> Tensor:
+        """``[k, D]`` from per-leaf ``[k, *shape]`` gradients (zeros where unused)."""
+        return torch.cat(
+            [
+                p.new_zeros(k, p.numel()) if g is None else g.reshape(k, -1)
+                for g, p in zip(grads, self._leaves, strict=True)
+            ],
+            dim=1,
+        )
+
+    def _block(self, Vt: Tensor) -> Tensor:
+        """``(A V)^T [k, D]`` for ``Vt = V^T [k, D]``: one pass over the batches, ``k``
+        products at once."""
+        self._check_fresh()
+        Vt = Vt.to(device=self.device, dtype=self.dtype)
+        result = torch.zeros_like(Vt)
+        if self.retain_graph:
+            for graph in self.build():
+                result += self._weight(graph["n"]) * self._product(graph, Vt, keep=True)
+        else:
+            for X, y in self._data:
+                graph = self._graph(X, y)
+                result += self._weight(graph["n"]) * self._product(graph, Vt, keep=False)
+        self.num_products += Vt.shape[0]
+        self._bar.update(Vt.shape[0])
+        return result
 
     def _check_fresh(self) -> None:
         if self._released:
@@ -426,56 +293,45 @@ class CurvatureOperator:
 
     # ----------------------------------------------------------------- public products
 
+    @property
+    def block_columns(self) -> int:
+        """Columns per vectorised pass of :meth:`matmat`: :data:`BLOCK_COLUMNS`, fewer for
+        large batches (:data:`BLOCK_SAMPLE_COLUMNS`)."""
+        return max(1, min(BLOCK_COLUMNS, BLOCK_SAMPLE_COLUMNS // self._max_batch))
+
     def matvec(self, v: Tensor) -> Tensor:
         """The product ``A v`` for ``v [D]``; returns ``[D]``."""
         if not isinstance(v, Tensor):
             raise TypeError(f"v must be a torch.Tensor of shape [{self.dim}], got {type(v)}")
         if v.shape != (self.dim,):
             raise ValueError(f"v has shape {tuple(v.shape)}; expected [{self.dim}]")
-        self._check_fresh()
-        v = v.to(device=self.device, dtype=self.dtype)
-        result = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
-        if self.retain_graph:
-            for graph in self.build():
-                result += self._weight(graph["n"]) * self._product(graph, v, keep=True)
-        else:
-            for X, y in self._data:
-                graph = self._build(X, y)
-                result += self._weight(graph["n"]) * self._product(graph, v, keep=False)
-        self.num_products += 1
-        self._bar.update(1)
-        return result
+        return self._block(v[None])[0]
 
     def matmat(self, V: Tensor) -> Tensor:
-        """The product ``A V`` for ``V [D, k]``; returns ``[D, k]`` (``k`` products)."""
+        """The product ``A V`` for ``V [D, k]``; returns ``[D, k]`` (``k`` products, in
+        vectorised blocks of :attr:`block_columns` columns)."""
         if not isinstance(V, Tensor) or V.dim() != 2 or V.shape[0] != self.dim:
             shape = tuple(V.shape) if isinstance(V, Tensor) else type(V).__name__
             raise ValueError(f"V has shape {shape}; expected [{self.dim}, k]")
         if V.shape[1] == 0:
             return torch.zeros(self.dim, 0, device=self.device, dtype=self.dtype)
-        return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], dim=1)
+        b = self.block_columns
+        blocks = [self._block(V[:, j : j + b].T) for j in range(0, V.shape[1], b)]
+        return torch.cat(blocks, dim=0).T.contiguous()
 
-    def __matmul__(self, x: Tensor) -> Tensor:
-        if isinstance(x, Tensor) and x.dim() == 2:
-            return self.matmat(x)
-        return self.matvec(x)
+    def __matmul__(self, x):
+        if isinstance(x, Tensor):
+            return self.matmat(x) if x.dim() == 2 else self.matvec(x)
+        return super().__matmul__(x)  # tensor lists, curvlinops operators
 
-    def to_scipy(self):
-        """A :class:`scipy.sparse.linalg.LinearOperator` (float64 NumPy in and out).
-
-        Products go through :meth:`matvec` (in the operator's dtype) and are counted.
-        """
-        from scipy.sparse.linalg import LinearOperator
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            x = np.asarray(x, dtype=np.float64).reshape(-1)
-            out = self.matvec(torch.from_numpy(x))
-            return out.detach().to("cpu", torch.float64).numpy()
-
-        def mm(X: np.ndarray) -> np.ndarray:
-            return np.stack([mv(X[:, j]) for j in range(X.shape[1])], axis=1)
-
-        return LinearOperator(self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64)
+    def _matmat(self, M: list[Tensor]) -> list[Tensor]:
+        """curvlinops' tensor-list product (``[*shape, k]`` per parameter)."""
+        k = M[0].shape[-1]
+        AV = self.matmat(torch.cat([m.reshape(-1, k) for m in M]))
+        return [
+            a.reshape(*s, k)
+            for a, s in zip(AV.split(self._in_shape_flat), self._in_shape, strict=True)
+        ]
 
     def dense(
         self,
@@ -492,10 +348,10 @@ class CurvatureOperator:
                 ``"closed-form"`` (raise if none applies), ``"batched"`` (blocks of
                 ``block_size`` products through the retained graph at once) or
                 ``"products"`` (``D`` products with the unit vectors, counted in
-                :attr:`num_products`). See the module docstring for the closed forms, their
-                conditions and the measured speed of each path; :attr:`dense_method` says
-                which path ran. A closed-form pass also stores the risk and the gradient, so
-                :meth:`risk` and :meth:`gradient` then cost nothing.
+                :attr:`num_products`). See :mod:`landscape.curvature.closed_form` for the
+                closed forms and their conditions; :attr:`dense_method` says which path ran.
+                A closed-form pass also stores the risk and the gradient, so :meth:`risk`
+                and :meth:`gradient` then cost nothing.
             block_size: columns per block for ``"batched"``.
             accumulate: a wider dtype (e.g. ``torch.float64``) in which the output-layer
                 closed form sums its matrix, from the features and logits that the model
@@ -520,14 +376,10 @@ class CurvatureOperator:
         self._check_fresh()
         if method in ("auto", "closed-form"):
             try:
-                if self.curvature is Curvature.EF:
-                    matrix = self._dense_linear_ef()
-                    self.dense_method = "closed-form (nn.Linear per-sample gradients)"
-                else:
-                    matrix = self._dense_linear_output(accumulate or self.dtype)
-                    self.dense_method = "closed-form (output layer: H = GGN)"
-                return matrix
-            except _NoClosedForm as err:
+                self._closed = self._closed_form(accumulate)
+                self.dense_method = self._closed.method
+                return self._closed.matrix
+            except NoClosedForm as err:
                 if method == "closed-form":
                     raise ValueError(
                         f"no closed form for the dense {self.curvature.value}: {err}; use "
@@ -536,270 +388,39 @@ class CurvatureOperator:
         eye = torch.eye(self.dim, device=self.device, dtype=self.dtype)
         if method == "batched":
             self.dense_method = "batched"
-            cols = [
-                self._matmat_batched(eye[:, j : j + block_size])
-                for j in range(0, self.dim, block_size)
-            ]
-            return torch.cat(cols, dim=1)
+            rows = [self._block(eye[j : j + block_size]) for j in range(0, self.dim, block_size)]
+            return torch.cat([r.T for r in rows], dim=1)
         self.dense_method = "products"
         return torch.stack([self.matvec(eye[:, j]) for j in range(self.dim)], dim=1)
-
-    # ----------------------------------------------------------------- batched products
-
-    def _matmat_batched(self, V: Tensor) -> Tensor:
-        """``A V`` for ``V [D, k]`` with one vectorised pass per batch (``k`` products)."""
-        self._check_fresh()
-        V = V.to(device=self.device, dtype=self.dtype)
-        Vt = V.T.contiguous()  # [k, D]
-        result = torch.zeros_like(Vt)
-        if self.retain_graph:
-            for graph in self.build():
-                result += self._weight(graph["n"]) * self._product_batched(graph, Vt, keep=True)
-        else:
-            for X, y in self._data:
-                graph = self._build(X, y)
-                result += self._weight(graph["n"]) * self._product_batched(graph, Vt, keep=False)
-        self.num_products += V.shape[1]
-        self._bar.update(V.shape[1])
-        return result.T
-
-    def _product_batched(self, graph: dict, Vt: Tensor, keep: bool) -> Tensor:
-        """:meth:`_product` for the rows of ``Vt [k, D]`` at once (``is_grads_batched``)."""
-        leaves = list(self._leaves.values())
-        k = Vt.shape[0]
-
-        def grad(outputs, inputs, grad_outputs, retain):
-            out = torch.autograd.grad(
-                outputs,
-                inputs,
-                grad_outputs=grad_outputs,
-                retain_graph=retain,
-                allow_unused=True,
-                is_grads_batched=True,
-            )
-            return out
-
-        def flat(grads) -> Tensor:
-            return torch.cat(
-                [
-                    Vt.new_zeros(k, p.numel()) if g is None else g.reshape(k, -1)
-                    for g, p in zip(grads, leaves, strict=True)
-                ],
-                dim=1,
-            )
-
-        c = self.curvature
-        if c is Curvature.HESSIAN:
-            if not graph["g"].requires_grad:
-                return torch.zeros_like(Vt)
-            return flat(grad(graph["g"], leaves, Vt, keep))
-        if c is Curvature.GGN:
-            Jv = grad(graph["JTu"], graph["u"], Vt, True)[0]
-            if Jv is None or not graph["gout"].requires_grad:
-                return torch.zeros_like(Vt)
-            LJv = grad(graph["gout"], graph["out"], Jv, True)[0]
-            return flat(grad(graph["out"], leaves, LJv, keep))
-        s = grad(graph["gu"], graph["u"], Vt, True)[0]
-        if s is None:
-            return torch.zeros_like(Vt)
-        return flat(grad(graph["ell"], leaves, s, keep))
-
-    # ----------------------------------------------------------------- closed forms
-
-    def _batches(self):
-        """The domain's batches on the operator's device and dtype (inputs detached)."""
-        like = self._first()
-        for X, y in self._data:
-            yield _to(X, like).detach(), _to(y, like)
-
-    def _linear_layers(self):
-        from landscape.persample import select_linear_layers
-
-        try:
-            return select_linear_layers(self._model, self.names)
-        except ValueError as err:
-            raise _NoClosedForm(str(err)) from None
-
-    def _dense_linear_output(self, dtype: torch.dtype) -> Tensor:
-        """Hessian = GGN of a selection inside the output ``nn.Linear`` (module docstring),
-        summed in ``dtype`` from the features and logits of the model's own forward pass."""
-        from torch.func import hessian, vmap
-
-        layers = self._linear_layers()
-        if len(layers) != 1:
-            raise _NoClosedForm(
-                f"the selection spans {len(layers)} Linear layers, not the output layer alone"
-            )
-        layer = layers[0]
-        module = layer.module
-        if type(module).forward is not nn.Linear.forward:
-            raise _NoClosedForm(f"{type(module).__name__} {layer.name!r} overrides forward")
-        global_hooks = nn.modules.module._global_forward_hooks
-        if module._forward_hooks or global_hooks:
-            raise _NoClosedForm(f"Linear layer {layer.name!r} has forward hooks")
-        out_f, in_f = module.weight.shape
-        kinds = [name.rsplit(".", 1)[-1] for name in self.names]  # "weight" / "bias"
-        width = in_f * int(layer.weight) + int(layer.bias)  # features per class: [a, 1]
-        gram = torch.zeros(out_f * width, out_f * width, device=self.device, dtype=dtype)
-        grad = torch.zeros(out_f, width, device=self.device, dtype=dtype)
-        total = 0.0
-        for X, y in self._batches():
-            record: list[tuple[Tensor, Tensor, int]] = []
-
-            def hook(mod, inputs, output, record=record):
-                record.append((inputs[0], output, output._version))
-
-            handle = module.register_forward_hook(hook)
-            try:
-                with torch.enable_grad():  # only the selected leaves require grad
-                    out = functional_call(self._model, {**self._fixed, **self._leaves}, (X,))
-            finally:
-                handle.remove()
-            if len(record) != 1:
-                raise _NoClosedForm(f"Linear layer {layer.name!r} ran {len(record)} times")
-            a, z, version = record[0]
-            if out is not z or z._version != version:
-                raise _NoClosedForm(
-                    f"the model's output is not the output of Linear layer {layer.name!r}"
-                )
-            if a.dim() != 2:
-                raise _NoClosedForm(f"Linear layer {layer.name!r} got a {a.dim()}-d input")
-            if a.requires_grad:
-                raise _NoClosedForm(
-                    f"the input of Linear layer {layer.name!r} depends on the selected parameters"
-                )
-            n = int(X.shape[0])
-            a, z = a.detach().to(dtype), z.detach().to(dtype)
-            y = y.to(dtype) if y.is_floating_point() else y
-
-            def sample_loss(zi, yi):
-                return self._loss(zi.unsqueeze(0), yi.unsqueeze(0))
-
-            rows = max(1, _LAMBDA_ELEMENTS // (out_f * out_f))  # [rows, C, C] at a time
-            for start in range(0, n, rows):
-                part = slice(start, min(start + rows, n))
-                lam = vmap(hessian(sample_loss))(z[part], y[part])
-                lam = lam.reshape(-1, out_f, out_f)  # [rows, C, C], loss Hessians in z
-                self._add_blocks(gram, a[part], lam, width, layer.weight, layer.bias)
-            zl = z.requires_grad_(True)
-            with torch.enable_grad():
-                loss = self._loss(zl, y)
-                (gz,) = torch.autograd.grad(loss, zl)  # [n, C], d(batch mean loss)/dz
-            if layer.weight:
-                grad[:, :in_f].addmm_(gz.T, a, alpha=n)
-            if layer.bias:
-                grad[:, -1] += n * gz.sum(0)
-            total += n * float(loss.detach())
-        N = self.num_samples
-        gram /= N
-        # class-major [c, (a, 1)] layout -> the selection's layout (weight rows, then bias)
-        perm = []
-        for kind in kinds:
-            if kind == "weight":
-                perm += [c * width + j for c in range(out_f) for j in range(in_f)]
-            else:
-                perm += [c * width + width - 1 for c in range(out_f)]
-        index = torch.tensor(perm, device=self.device)
-        self._cache["risk"] = total / N
-        self._cache["gradient"] = (grad / N).reshape(-1)[index]
-        return gram[index][:, index]
-
-    @staticmethod
-    def _add_blocks(gram, a, lam, width: int, weight: bool, bias: bool) -> None:
-        """``gram[c, d] += sum_i lam_i[c, d] [a_i, 1][a_i, 1]^T`` (class-major blocks of size
-        ``width``; ``[a_i]`` or ``[1]`` alone when only the weight or the bias is selected),
-        without a ``[n, F + 1]`` copy of the features: ``a^T (w a)``, ``sum_i w_i a_i``,
-        ``sum_i w_i``; block ``(d, c)`` is the transpose of block ``(c, d)``."""
-        in_f = a.shape[1]
-        for c in range(lam.shape[1]):
-            for d in range(c, lam.shape[1]):
-                w = lam[:, c, d]
-                block = gram[c * width : (c + 1) * width, d * width : (d + 1) * width]
-                if weight:
-                    wa = a * w[:, None]
-                    block[:in_f, :in_f].addmm_(a.T, wa)
-                    if bias:
-                        col = wa.sum(0)
-                        block[:in_f, in_f] += col
-                        block[in_f, :in_f] += col
-                if bias:
-                    block[-1, -1] += w.sum()
-                if d != c:
-                    gram[d * width : (d + 1) * width, c * width : (c + 1) * width] = block.T
-
-    def _dense_linear_ef(self) -> Tensor:
-        """Empirical Fisher of ``nn.Linear`` layers from per-sample gradients (docstring)."""
-        from landscape.persample import linear_pass, per_sample_gradients, sums_match_gradient
-
-        layers = self._linear_layers()
-        fisher = torch.zeros(self.dim, self.dim, device=self.device, dtype=self.dtype)
-        grad_sum = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
-        autograd_sum = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
-        params = {**self._fixed, **self._leaves}  # selected leaves require grad: for the check
-        total = 0.0
-        rows = max(1, _EF_BLOCK_ELEMENTS // self.dim)
-        for X, y in self._batches():
-            n = int(X.shape[0])
-            try:
-                acts, deltas, losses, grads = linear_pass(
-                    self._model, layers, X, y, self._loss, params, self.names
-                )
-            except ValueError as err:
-                raise _NoClosedForm(str(err)) from None
-            autograd_sum += flatten(grads)
-            total += float(losses.sum())
-            with torch.no_grad():
-                for start in range(0, n, rows):
-                    part = slice(start, min(start + rows, n))
-                    sub = {k: (a[part], p[part]) for k, (a, p) in acts.items()}
-                    G = per_sample_gradients(layers, sub, {k: d[part] for k, d in deltas.items()})
-                    fisher.addmm_(G.T, G)
-                    grad_sum += G.sum(0)
-        if not sums_match_gradient(
-            grad_sum, torch.diagonal(fisher), autograd_sum, self.num_samples
-        ):
-            raise _NoClosedForm(
-                "the per-sample gradients of the Linear layers do not add up to the gradient "
-                "(a selected parameter is also used outside its layer)"
-            )
-        N = self.num_samples
-        self._cache["risk"] = total / N
-        self._cache["gradient"] = grad_sum / N
-        return fisher / N
 
     # ----------------------------------------------------------------- risk and gradient
 
     def risk(self) -> float:
         """The domain's risk :math:`R_e` (mean loss over all samples) at the weights."""
         self._check_fresh()
-        if "risk" in self._cache:
-            return float(self._cache["risk"])
+        if self._closed is not None:
+            return float(self._closed.risk)
         if self._graphs is not None:
             total = sum(g["n"] * float(g["loss"]) for g in self._graphs)
         else:
-            total = 0.0
             with torch.no_grad():
-                for X, y in self._data:
-                    X, y = _to(X, self._first()), _to(y, self._first())
-                    out = functional_call(self._model, {**self._fixed, **self._leaves}, (X,))
-                    total += int(X.shape[0]) * float(self._loss(out, y))
+                total = sum(int(X.shape[0]) * float(self._loss(self._forward(X), y))
+                            for X, y in self._batches())  # fmt: skip
         return total / self.num_samples
 
     def gradient(self) -> Tensor:
         """The full gradient :math:`\\nabla_\\theta R_e` ``[D]`` at the weights (detached)."""
         self._check_fresh()
-        if "gradient" in self._cache:
-            return self._cache["gradient"].clone()
+        if self._closed is not None:
+            return self._closed.gradient.clone()
         result = torch.zeros(self.dim, device=self.device, dtype=self.dtype)
-        leaves = list(self._leaves.values())
-        if self._graphs is not None and self.curvature is Curvature.HESSIAN:
+        if self._graphs is not None and "grad" in self._graphs[0]:
             for g in self._graphs:
                 result += (g["n"] / self.num_samples) * g["grad"]
             return result
-        for X, y in self._data:
-            X, y = _to(X, self._first()), _to(y, self._first())
-            out = functional_call(self._model, {**self._fixed, **self._leaves}, (X,))
-            grads = torch.autograd.grad(self._loss(out, y), leaves, materialize_grads=True)
+        for X, y in self._batches():
+            loss = self._loss(self._forward(X), y)
+            grads = torch.autograd.grad(loss, self._leaves, materialize_grads=True)
             result += (X.shape[0] / self.num_samples) * flatten(list(grads)).detach()
         return result
 
@@ -810,13 +431,13 @@ class CurvatureOperator:
         by the first product otherwise) and return them. No-op without ``retain_graph``."""
         self._check_fresh()
         if self.retain_graph and self._graphs is None:
-            self._graphs = [self._build(X, y) for X, y in self._data]
+            self._graphs = [self._graph(X, y) for X, y in self._data]
         return self._graphs or []
 
     def release(self) -> None:
         """Free the retained graphs (their memory); later products raise ``ValueError``."""
         self._graphs = None
-        self._cache.clear()
+        self._closed = None
         self._released = True
         self._bar.close()
 
@@ -828,10 +449,101 @@ class CurvatureOperator:
 
     def __repr__(self) -> str:
         return (
-            f"CurvatureOperator({self.curvature.value}, D={self.dim}, N={self.num_samples}, "
+            f"{type(self).__name__}(D={self.dim}, N={self.num_samples}, "
             f"batches={self.num_batches}, retain_graph={self.retain_graph}, "
             f"dtype={self.dtype}, device={self.device})"
         )
+
+
+class HessianOperator(CurvatureOperator):
+    """The Hessian :math:`H = \\nabla^2_\\theta R_e`; one batch multiplies by
+    :math:`\\nabla_\\theta (g_b^\\top V)` with :math:`g_b = \\nabla_\\theta L_b` kept with its
+    graph (``create_graph``)."""
+
+    curvature = Curvature.HESSIAN
+
+    def _first_backward(self, out, y, loss):
+        grads = torch.autograd.grad(loss, self._leaves, create_graph=True, materialize_grads=True)
+        g = flatten(list(grads))
+        return {"g": g, "grad": g.detach()}
+
+    def _product(self, graph, Vt, keep):
+        if not graph["g"].requires_grad:  # the gradient does not depend on the weights: H = 0
+            return torch.zeros_like(Vt)
+        return self._flat(_vjp(graph["g"], self._leaves, Vt, keep), Vt.shape[0])
+
+    def _closed_form(self, dtype):
+        return output_layer_curvature(
+            self._model, self._loss, self._batches(), self._tensors, self.names, dtype
+        )
+
+
+class GGNOperator(CurvatureOperator):
+    """The GGN :math:`G = \\frac1N \\sum_i J_i^\\top \\Lambda_i J_i`; one batch: :math:`J V` as
+    the derivative in ``u`` of :math:`\\langle J^\\top u, V \\rangle`, then :math:`\\Lambda J V`
+    (a vjp of the output gradient), then :math:`J^\\top (\\Lambda J V)`."""
+
+    curvature = Curvature.GGN
+
+    def _first_backward(self, out, y, loss):
+        u = torch.zeros_like(out, requires_grad=True)
+        JTu = torch.autograd.grad(
+            out, self._leaves, grad_outputs=u, create_graph=True, materialize_grads=True
+        )
+        gout = torch.autograd.grad(loss, out, create_graph=True)[0]
+        return {"out": out, "u": u, "JTu": flatten(list(JTu)), "gout": gout}
+
+    def _product(self, graph, Vt, keep):
+        (Jv,) = _vjp(graph["JTu"], graph["u"], Vt, True)
+        if Jv is None or not graph["gout"].requires_grad:
+            return torch.zeros_like(Vt)
+        (LJv,) = _vjp(graph["gout"], graph["out"], Jv, True)
+        return self._flat(_vjp(graph["out"], self._leaves, LJv, keep), Vt.shape[0])
+
+    _closed_form = HessianOperator._closed_form  # on the output layer H = G exactly
+
+
+class EFOperator(CurvatureOperator):
+    """The empirical Fisher :math:`F = \\frac1N \\sum_i g_i g_i^\\top`; one batch: the
+    per-sample projections :math:`s_i = g_i^\\top V` as the derivative in ``u`` of
+    :math:`\\langle \\sum_i u_i g_i, V\\rangle`, then :math:`\\sum_i s_i g_i` (one vjp of the
+    per-sample losses)."""
+
+    curvature = Curvature.EF
+
+    @cached_property
+    def _sample_loss(self) -> nn.Module:
+        return with_reduction(self._loss, "none")
+
+    def _first_backward(self, out, y, loss):
+        n = out.shape[0]
+        per_sample = self._sample_loss(out, y).reshape(n, -1).mean(dim=1)
+        u = torch.zeros_like(per_sample, requires_grad=True)
+        gu = torch.autograd.grad(
+            per_sample, self._leaves, grad_outputs=u, create_graph=True, materialize_grads=True
+        )
+        return {"ell": per_sample, "u": u, "gu": flatten(list(gu))}
+
+    def _product(self, graph, Vt, keep):
+        (s,) = _vjp(graph["gu"], graph["u"], Vt, True)
+        if s is None:
+            return torch.zeros_like(Vt)
+        return self._flat(_vjp(graph["ell"], self._leaves, s, keep), Vt.shape[0])
+
+    def _weight(self, n: int) -> float:
+        return 1.0 / self.num_samples  # F = (1 / N) sum_i g_i g_i^T over per-sample losses
+
+    def _closed_form(self, dtype):
+        return linear_empirical_fisher(
+            self._model, self._loss, self._batches(), self._tensors, self.names
+        )
+
+
+_OPERATORS = {
+    Curvature.HESSIAN: HessianOperator,
+    Curvature.GGN: GGNOperator,
+    Curvature.EF: EFOperator,
+}
 
 
 def curvature_operator(
@@ -847,7 +559,8 @@ def curvature_operator(
     """A matrix-free operator for a curvature matrix of one domain's risk.
 
     Args:
-        model: the network, in eval mode (not changed).
+        model: the network (not changed); train mode is accepted unless a module behaves
+            differently in it (:func:`~landscape.curvature.checks.check_eval_mode`).
         loss_func: ``BCEWithLogitsLoss``, ``CrossEntropyLoss`` or ``MSELoss``, mean-reduced.
         data: the domain: a list of ``(X, y)`` batches, an unshuffled DataLoader or one pair.
         params: which parameters (``None`` = all, a prefix such as ``"classifier"``, names).
@@ -855,20 +568,22 @@ def curvature_operator(
         progress: show a progress bar counting products.
         retain_graph: keep each batch's forward / first-backward graph for all products
             (fast, memory grows with N); default: only when the domain is one batch.
-        check: check eval mode and a deterministic forward pass first.
+        check: check train-mode modules and a deterministic forward pass first.
 
     Returns:
-        A :class:`CurvatureOperator`.
+        A :class:`HessianOperator`, :class:`GGNOperator` or :class:`EFOperator`.
 
     Example:
         >>> import torch
         >>> from torch import nn
         >>> X = torch.randn(20, 3, dtype=torch.float64)
-        >>> model = nn.Linear(3, 1, bias=False).double().eval()
+        >>> model = nn.Linear(3, 1, bias=False).double()
         >>> op = curvature_operator(model, nn.MSELoss(), [(X, torch.zeros(20, 1).double())])
         >>> torch.allclose(op.dense(), 2 / 20 * X.T @ X)
         True
+        >>> V = torch.randn(3, 2, dtype=torch.float64)
+        >>> torch.allclose(op @ V, 2 / 20 * X.T @ X @ V), op.num_products
+        (True, 2)
     """
-    return CurvatureOperator(
-        model, loss_func, data, params, curvature, progress, retain_graph, check
-    )
+    cls = _OPERATORS[as_curvature(curvature)]
+    return cls(model, loss_func, data, params, None, progress, retain_graph, check)

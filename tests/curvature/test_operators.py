@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -13,10 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from landscape.curvature import reference as ref
 from landscape.curvature.operators import (
     Curvature,
-    check_deterministic,
     curvature_operator,
-    is_backpack_extended,
-    plain_copy,
 )
 from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
 
@@ -152,58 +147,6 @@ def test_changed_weights_are_detected():
             op @ torch.ones(op.dim, dtype=torch.float64)
 
 
-def test_guard_rails():
-    model, loss_func, data = _case("bce")
-    with pytest.raises(ValueError, match="reduction='sum'.*reduction='mean'"):
-        curvature_operator(model, nn.BCEWithLogitsLoss(reduction="sum"), data)
-    with pytest.raises(ValueError, match="unknown curvature 'fisher'; use one of hessian, ggn, ef"):
-        curvature_operator(model, loss_func, data, curvature="fisher")
-    with pytest.raises(ValueError, match="unsupported loss L1Loss"):
-        curvature_operator(model, nn.L1Loss(), data)
-    with pytest.raises(TypeError, match="loss module"):
-        curvature_operator(model, lambda a, b: a, data)
-    with pytest.raises(ValueError, match="no parameter named or prefixed 'head'"):
-        curvature_operator(model, loss_func, data, params="head")
-    op = curvature_operator(model, loss_func, data, "classifier")
-    with pytest.raises(ValueError, match="above the limit 3"):
-        op.dense(max_dim=3)
-    model.train()
-    with pytest.raises(ValueError, match=r"model is in train mode; call model.eval\(\)"):
-        curvature_operator(model, loss_func, data)
-    assert model.training  # never switched silently
-    dropout = nn.Sequential(nn.Linear(6, 4), nn.Dropout(0.5), nn.Linear(4, 1)).double().train()
-    with pytest.raises(ValueError, match=r"train mode with Dropout \(1\); call model.eval\(\)"):
-        curvature_operator(dropout, loss_func, data)
-
-    class Noisy(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(6, 1).double()
-
-        def forward(self, x):
-            return self.lin(x + torch.randn_like(x))
-
-    with pytest.raises(ValueError, match="not deterministic"):
-        check_deterministic(Noisy().eval(), data[0])
-    with pytest.raises(ValueError, match="not deterministic"):
-        curvature_operator(Noisy().eval(), loss_func, data)
-
-
-def test_backpack_extended_model_is_analysed_through_a_plain_copy():
-    from backpack import extend
-
-    model, loss_func, data = _case("ce")
-    expected = ref.dense_hessian(model, loss_func, data, "classifier")
-    extend(model)
-    assert is_backpack_extended(model)
-    copy = plain_copy(model)
-    assert not is_backpack_extended(copy) and is_backpack_extended(model)
-    assert not copy.classifier._forward_hooks
-    op = curvature_operator(model, loss_func, data, "classifier")
-    torch.testing.assert_close(op.dense(), expected)
-    assert is_backpack_extended(model)  # the user's model keeps its hooks
-
-
 # --------------------------------------------------------------------------- dense paths
 
 HEAD_FORM = "closed-form (output layer: H = GGN)"
@@ -263,133 +206,6 @@ def test_dense_paths_match_reference(loss, subset, curvature):
     assert all(not m._forward_hooks for m in model.modules())
 
 
-class _Squeezed(nn.Module):
-    """Output reshaped after the last layer: not the layer's output tensor."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(6, 4)
-        self.classifier = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return self.classifier(torch.tanh(self.body(x))).reshape(-1, 1)
-
-
-class _UsedUpstream(nn.Module):
-    """The head's bias also shifts the hidden layer: the output is not affine in it."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(6, 4)
-        self.classifier = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return self.classifier(torch.tanh(self.body(x) + self.classifier.bias))
-
-
-class _Twice(nn.Module):
-    """The same layer runs twice."""
-
-    def __init__(self):
-        super().__init__()
-        self.classifier = nn.Linear(6, 6)
-        self.out = nn.Linear(6, 1)
-
-    def forward(self, x):
-        return self.out(torch.tanh(self.classifier(torch.tanh(self.classifier(x)))))
-
-
-@pytest.mark.parametrize(
-    "make, params, curvature, why",
-    [
-        (_Squeezed, "classifier", "hessian", "the model's output is not the output of Linear"),
-        (_UsedUpstream, "classifier", "hessian", "depends on the selected parameters"),
-        (_UsedUpstream, "classifier", "ef", "do not add up to the gradient"),
-        (_Twice, "classifier", "ef", "was called 2 times"),
-        (_Twice, "classifier", "ggn", "Linear layer 'classifier' ran 2 times"),
-        (_Squeezed, ["body.bias", "classifier.bias"], "ggn", "spans 2 Linear layers"),
-    ],
-    ids=["reshaped", "upstream-h", "upstream-ef", "twice-ef", "twice-ggn", "two-layers"],
-)
-def test_closed_forms_refuse_where_they_would_be_wrong(make, params, curvature, why):
-    """Models that break a closed form's conditions: 'auto' falls back to the products (and
-    is exact), 'closed-form' says why it cannot apply."""
-    torch.manual_seed(1)
-    model = make().double().eval()
-    for p in model.parameters():
-        nn.init.normal_(p, std=0.5)
-    loss_func, make_data, _ = CASES["bce"]
-    data = make_data(n_domains=1, n=20)["d0"]
-    expected = ref.dense_curvature(model, loss_func(), data, params, curvature)
-    op = curvature_operator(model, loss_func(), data, params, curvature)
-    torch.testing.assert_close(op.dense(), expected)
-    assert op.dense_method == "products"
-    with pytest.raises(ValueError, match=f"no closed form .*{why}.*; use method='products'"):
-        op.dense(method="closed-form")
-    assert all(not m._forward_hooks for m in model.modules())
-
-
-def test_closed_form_refuses_hooked_layers_and_non_linear_owners():
-    model, loss_func, data = _case("bce")
-    handle = model.classifier.register_forward_hook(lambda m, i, o: o * 2.0)
-    try:
-        expected = ref.dense_hessian(model, loss_func, data, "classifier")
-        op = curvature_operator(model, loss_func, data, "classifier")
-        torch.testing.assert_close(op.dense(), expected)  # products see the hook too
-        with pytest.raises(ValueError, match="'classifier' has forward hooks"):
-            op.dense(method="closed-form")
-    finally:
-        handle.remove()
-    conv = nn.Sequential(nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(8, 1))
-    conv = conv.double().eval()
-    op = curvature_operator(conv, loss_func, data, "1", "ef")
-    torch.testing.assert_close(op.dense(), ref.dense_empirical_fisher(conv, loss_func, data, "1"))
-    with pytest.raises(ValueError, match="belongs to a Conv1d"):
-        op.dense(method="closed-form")
-
-
-def test_dense_float32_and_mse_closed_form():
-    g = torch.Generator().manual_seed(0)
-    X = torch.randn(40, 4, generator=g, dtype=torch.float64)
-    Y = torch.randn(40, 3, generator=g, dtype=torch.float64)
-    model = nn.Linear(4, 3).double().eval()  # the whole model is the output layer
-    op = curvature_operator(model, nn.MSELoss(), [(X, Y)], curvature="ggn")
-    Xt = torch.cat([X, torch.ones(40, 1, dtype=torch.float64)], dim=1)
-    # MSE over C=3 outputs: Lambda = 2/C I, so G = (2/3) I_3 (x) Xt^T Xt / N (weights, then bias)
-    K = torch.kron(torch.eye(3, dtype=torch.float64), 2 / 3 * Xt.T @ Xt / 40)
-    perm = [c * 5 + j for c in range(3) for j in range(4)] + [c * 5 + 4 for c in range(3)]
-    torch.testing.assert_close(op.dense(), K[perm][:, perm])
-    assert op.dense_method == HEAD_FORM
-    model64, loss_func, data64 = _case("ce")
-    model32 = copy.deepcopy(model64).float()
-    data = [(X.float(), y) for X, y in data64]
-    for curvature in ("hessian", "ef"):
-        op32 = curvature_operator(model32, loss_func, data, "classifier", curvature)
-        got = op32.dense()
-        assert got.dtype == torch.float32 and op32.dense_method.startswith("closed-form")
-        expected = ref.dense_curvature(model64, loss_func, data64, "classifier", curvature)
-        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_output_layer_closed_form_accumulates_in_float64():
-    """A float32 model's head matrix summed in float64 from its own float32 features: float64,
-    equal to the reference up to the features' float32 rounding, and bit-equal to the default
-    path for a float64 model; risk and gradient come back in float64 too."""
-    model64, loss_func, data64 = _case("bce")
-    model32 = copy.deepcopy(model64).float()
-    data = [(X.float(), y.float()) for X, y in data64]
-    op32 = curvature_operator(model32, loss_func, data, "classifier", "hessian")
-    got = op32.dense(method="closed-form", accumulate=torch.float64)
-    assert got.dtype == torch.float64 and op32.gradient().dtype == torch.float64
-    expected = ref.dense_hessian(model64, loss_func, data64, "classifier")
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
-    assert op32.risk() == pytest.approx(ref.risk(model64, loss_func, data64), rel=1e-6)
-    op64 = curvature_operator(model64, loss_func, data64, "classifier", "hessian")
-    plain = op64.dense()
-    op64b = curvature_operator(model64, loss_func, data64, "classifier", "hessian")
-    assert torch.equal(op64b.dense(accumulate=torch.float64), plain)
-
-
 def test_dense_arguments_and_lazy_graph():
     model, loss_func, data = _case("bce")
     op = curvature_operator(model, loss_func, data, "classifier")
@@ -410,15 +226,90 @@ def test_dense_arguments_and_lazy_graph():
         op.dense()
 
 
-def test_closed_forms_in_row_chunks(monkeypatch):
-    """Loss Hessians [rows, C, C] and per-sample gradient blocks [rows, D] taken a few rows at
-    a time give the same matrices."""
+# --------------------------------------------------------------------------- block products
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
+@pytest.mark.parametrize("retain", [True, False], ids=["retained", "loop"])
+def test_matmat_equals_matvecs(case, dtype, curvature, retain, monkeypatch):
+    """k columns in vectorised blocks (one block, several blocks, one column per block) equal
+    k single products, and the dense float64 reference; float32 and float64."""
     import landscape.curvature.operators as ops
 
-    monkeypatch.setattr(ops, "_LAMBDA_ELEMENTS", 40)  # C = 3: 4 rows per chunk
-    monkeypatch.setattr(ops, "_EF_BLOCK_ELEMENTS", 50)  # D = 15: 3 rows per block
+    model, loss_func, domains, params = case.build(dtype)
+    data = domains["d0"]
+    X, y = data[0]
+    batches = [(X[:20], y[:20]), (X[20:], y[20:])]
+    expected = ref.dense_curvature(model, loss_func, data, params, curvature)
+    op = curvature_operator(model, loss_func, batches, params, curvature, retain_graph=retain)
+    g = torch.Generator().manual_seed(0)
+    V = torch.randn(op.dim, 5, generator=g, dtype=torch.float64).to(dtype)
+    singles = torch.stack([op.matvec(V[:, j]) for j in range(5)], dim=1)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {}
+    for columns in (8, 2, 1):
+        monkeypatch.setattr(ops, "BLOCK_COLUMNS", columns)
+        assert op.block_columns == columns
+        before = op.num_products
+        got = op.matmat(V)
+        assert got.shape == (op.dim, 5) and got.dtype == dtype and got.is_contiguous()
+        assert op.num_products == before + 5
+        torch.testing.assert_close(got, singles, **tol)
+        torch.testing.assert_close(got.double(), expected @ V.double(), **tol)
+    assert op.matmat(V[:, :0]).shape == (op.dim, 0)
+
+
+def test_block_columns_shrink_with_the_batch(monkeypatch):
+    import landscape.curvature.operators as ops
+
+    model, loss_func, data = _case("bce", n=30)
+    op = curvature_operator(model, loss_func, data)
+    assert op.block_columns == ops.BLOCK_COLUMNS
+    monkeypatch.setattr(ops, "BLOCK_SAMPLE_COLUMNS", 90)  # 3 columns of 30 rows
+    assert op.block_columns == 3
+    monkeypatch.setattr(ops, "BLOCK_SAMPLE_COLUMNS", 10)
+    assert op.block_columns == 1
+
+
+def test_operators_are_curvlinops_operators():
+    """Subclasses of curvlinops' CurvatureLinearOperator: the constructor by curvature name,
+    adjoint, sums and scalings with other operators, tensor-list products, curvlinops'
+    estimators and SciPy export all work on them."""
+    from curvlinops import HessianLinearOperator, hutchinson_trace
+    from curvlinops._torch_base import CurvatureLinearOperator
+
+    from landscape.curvature.operators import (
+        CurvatureOperator,
+        EFOperator,
+        GGNOperator,
+        HessianOperator,
+    )
+
     model, loss_func, data = _case("ce")
-    for curvature in ("hessian", "ef"):
-        op = curvature_operator(model, loss_func, data, "classifier", curvature)
-        expected = ref.dense_curvature(model, loss_func, data, "classifier", curvature)
-        torch.testing.assert_close(op.dense(method="closed-form"), expected)
+    H = ref.dense_hessian(model, loss_func, data)
+    G = ref.dense_ggn(model, loss_func, data)
+    op = CurvatureOperator(model, loss_func, data, curvature="ggn")
+    assert type(op) is GGNOperator and isinstance(op, CurvatureLinearOperator)
+    assert type(CurvatureOperator(model, loss_func, data)) is HessianOperator
+    assert type(CurvatureOperator(model, loss_func, data, None, Curvature.EF)) is EFOperator
+    with pytest.raises(ValueError, match="HessianOperator is the hessian, not ggn"):
+        HessianOperator(model, loss_func, data, curvature="ggn")
+    hess = curvature_operator(model, loss_func, data)
+    assert hess.adjoint() is hess
+    v = torch.randn(op.dim, dtype=torch.float64)
+    torch.testing.assert_close((hess - 2.0 * op) @ v, (H - 2.0 * G) @ v)
+    params = list(select_params_of(model).values())
+    theirs = HessianLinearOperator(model, loss_func, params, data, check_deterministic=False)
+    torch.testing.assert_close((hess + theirs) @ v, 2.0 * H @ v)
+    parts = [t.clone() for t in v.split([p.numel() for p in params])]
+    parts = [t.reshape(p.shape) for t, p in zip(parts, params, strict=True)]
+    out = hess @ parts
+    torch.testing.assert_close(torch.cat([o.reshape(-1) for o in out]), H @ v)
+    estimate = hutchinson_trace(hess, 20)  # curvlinops' estimator on our operator
+    assert torch.isfinite(torch.as_tensor(estimate))
+    assert "HessianOperator(D=" in repr(hess)
+
+
+def select_params_of(model):
+    from landscape.params import select_params
+
+    return select_params(model, None)
