@@ -4,8 +4,9 @@ For one domain ``A`` a seeded Lanczos run (:func:`~landscape.inconsistency.solve
 estimates :math:`\lambda_{\max}(H_A)` (for relative damping and scaling) and bounds
 :math:`\lambda_{\min}(H_A)` from above: a Ritz value at or below ``rtol·λ_max`` proves that
 :math:`H_A` is not positive definite. With ``remedy="top-k"`` Lanczos iterates until the ``k``
-leading Ritz pairs :math:`(\Lambda_k, U_k)` meet the solver tolerance (their products,
-residuals and convergence are recorded); since :math:`U_k^\top H_A U_k = \Lambda_k` exactly,
+leading Ritz pairs :math:`(\Lambda_k, U_k)` meet the solver tolerance, or the operator's
+noise level where that is higher (float32 products; their products, residuals, noise and
+convergence are recorded); since :math:`U_k^\top H_A U_k = \Lambda_k` exactly,
 the restricted problem :math:`\Lambda_k^{-1/2} U_k^\top H_B U_k \Lambda_k^{-1/2}` is then solved
 exactly on their span (``k`` products with :math:`H_B`).
 
@@ -115,7 +116,7 @@ class MatrixFreeCurvature:
             self.op, k=self.remedy.k, which="largest", tol=max(o.tol**2, 1e-14),
             max_iter=o.lanczos_maxiter, seed=o.seed,
         )  # fmt: skip
-        if not ritz.converged:
+        if not (ritz.converged or ritz.noise_limited):
             worst = float(ritz.residuals.max() / max(abs(ritz.values).max(), 1e-300))
             raise NotConvergedError(
                 f"Lanczos did not find the top-{self.remedy.k} eigenpairs of H_A of domain "
@@ -150,6 +151,7 @@ class MatrixFreeCurvature:
             scale = max(abs(self.lam_max), 1e-300)
             out["lanczos_residuals"] = (self.ritz.residuals[-self.remedy.k :] / scale).tolist()
             out["lanczos_converged"] = self.ritz.converged
+            out["lanczos_noise"] = self.ritz.noise / scale
         return out
 
     def inspect(self, others: Mapping[str, MatrixFreeCurvature]) -> DefinitenessReport:
@@ -212,7 +214,9 @@ class MatrixFreeCurvature:
             # raises NotPositiveDefiniteError without a remedy unless H_A is (or is positive
             # definite on the range of) a shared null space
             used = self.remedy.restrict(self.ritz.spectrum, self.report).used
-            eig = self._solve_iterative(B, scale_b, o, self.options.seed if seed is None else seed)
+            name = other.domain if isinstance(other, MatrixFreeCurvature) else "B"
+            seed = self.options.seed if seed is None else seed
+            eig = self._solve_iterative(B, scale_b, name, o, seed)
             eig.remedy = used
         eig.products_a, eig.products_b = self.op.products - a0, B.products - b0
         eig.seconds = time.perf_counter() - t0
@@ -250,7 +254,7 @@ class MatrixFreeCurvature:
             )
         )
 
-    def _solve_iterative(self, B, scale_b, o: SolverOptions, seed: int) -> GeneralizedEig:
+    def _solve_iterative(self, B, scale_b, name, o: SolverOptions, seed: int) -> GeneralizedEig:
         A_t = self._operator_a()
         scale = max(self.lam_max + self.delta, 1e-300)
         # λ_max(H_B)/λ_max(H̃_A) is a lower bound of λ_max(H_B, H̃_A): a relative tolerance
@@ -269,6 +273,8 @@ class MatrixFreeCurvature:
             raise NotPositiveDefiniteError(self.report.message(), self.report)
         v, HBv, HAv = (x / math.sqrt(norm_a) for x in (v, HBv, HAv))
         value = float(v @ HBv)  # Rayleigh quotient with vᵀH̃_Av = 1
+        if self.remedy.kind is None:
+            self._certify_not_singular(v, value, name, scale_b)
         denom = np.linalg.norm(HBv) + abs(value) * np.linalg.norm(HAv)
         return GeneralizedEig(
             value=value,
@@ -281,3 +287,24 @@ class MatrixFreeCurvature:
             residual=float(np.linalg.norm(HBv - value * HAv) / denom) if denom > 0 else 0.0,
             converged=converged,
         )
+
+    def _certify_not_singular(self, v: np.ndarray, value: float, name: str, scale_b) -> None:
+        """Raise when the solver's own vector proves ``H̃_A`` numerically singular.
+
+        With :math:`v^\top \tilde H_A v = 1`, :math:`u = v/\\|v\\|` has the Rayleigh quotient
+        :math:`1/\\|v\\|^2 \\ge \\lambda_{\\min}(\tilde H_A)`: at or below
+        ``rtol·λ_max(H_A)`` it certifies what the dense method sees, a singular ``H_A``
+        (Lanczos' few products may have missed it), and the pair is refused the same way.
+        """
+        norm2 = float(v @ v)
+        quotient = 1.0 / norm2
+        if quotient > self.rtol * max(self.lam_max, 0.0):
+            return
+        rep = self.report
+        rep.status = "singular"
+        rep.min_eigenvalue = min(rep.min_eigenvalue, quotient)
+        rep.unbounded_direction = v / math.sqrt(norm2)
+        rep.how += f" + {self.options.solver}"
+        scale = scale_b if scale_b is not None else abs(value) / norm2
+        mark_unbounded(rep, {name: value / norm2}, {name: scale})
+        raise NotPositiveDefiniteError(rep.message(), rep)

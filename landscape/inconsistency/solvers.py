@@ -65,6 +65,8 @@ class RitzPairs:
         spectrum: every Ritz value of the Krylov space, ascending (its ends bound the
             spectrum) ``[s]``.
         products: operator products spent; ``converged``: whether ``tol`` was met.
+        noise: the operator's noise level :math:`\eta` seen by Lanczos (absolute).
+        bounds: eigenvalue error bounds of the wanted values ``[m]``.
     """
 
     values: np.ndarray
@@ -73,6 +75,18 @@ class RitzPairs:
     spectrum: np.ndarray
     products: int
     converged: bool
+    noise: float = 0.0
+    bounds: np.ndarray | None = None
+
+    @property
+    def noise_limited(self) -> bool:
+        """Not converged only because of the operator's noise (more products cannot help)."""
+        scale = max(abs(self.spectrum).max(), np.finfo(float).tiny)
+        return bool(
+            not self.converged
+            and self.bounds is not None
+            and self.bounds.max() <= 2 * self.noise + 1e-14 * scale
+        )
 
 
 def lanczos_ritz(
@@ -116,6 +130,9 @@ def lanczos_ritz(
     values = np.concatenate([np.asarray(e[0], dtype=np.float64) for e in ends])
     vectors = np.concatenate([_numpy(e[1]) for e in ends], axis=1)
     residuals = np.concatenate([np.asarray(e[2], dtype=np.float64) for e in ends])
+    bounds = out.get("bounds", {})
+    bounds = np.concatenate([np.asarray(bounds[e], float) for e in ("smallest", "largest")
+                             if e in bounds]) if bounds else None  # fmt: skip
     order = np.argsort(values, kind="stable")
     alpha, beta = np.asarray(out["alpha"], float), np.asarray(out["beta"], float)
     spectrum = (
@@ -130,6 +147,8 @@ def lanczos_ritz(
         spectrum=np.sort(spectrum),
         products=int(out["num_products"]),
         converged=bool(out["converged"]),
+        noise=float(out.get("noise", 0.0)),
+        bounds=bounds,
     )
 
 
