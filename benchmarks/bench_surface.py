@@ -37,9 +37,8 @@ import torch  # noqa: E402
 from _data import load_domains  # noqa: E402  (benchmarks/_data.py)
 
 from landscape.device import resolve_device  # noqa: E402
-from landscape.surface.directions import random_directions  # noqa: E402
 from landscape.models import colored_mnist_mlp  # noqa: E402
-from landscape.surface import loss_surface, make_grid  # noqa: E402
+from landscape.surface import loss_surface, make_grid, random_directions  # noqa: E402
 
 
 def sync(device):
