@@ -40,7 +40,7 @@ ROOT = Path.cwd().parent if Path.cwd().name == "notebooks" else Path.cwd()
 print(f"SMOKE = {SMOKE}, repository root: {ROOT}")"""
 
 RUN = """\
-from landscape.cli.reproduce import CHECKPOINT_STEPS
+from landscape.pipeline import reproduce_config
 from landscape.training import TrainConfig, train
 
 if SMOKE:
@@ -55,18 +55,15 @@ else:
     RUN = RUN if RUN.is_absolute() else ROOT / RUN
     if not (RUN / "results.json").is_file():
         # the run of `landscape reproduce`: ERM and Fishr, the protocol's data, 501 steps
-        config = TrainConfig(
-            algorithms=["erm", "fishr"], restarts=1, checkpoint_steps=CHECKPOINT_STEPS
-        )
-        train(config, RUN)
+        train(reproduce_config(), RUN)
 print("run folder:", RUN)"""
 
 RUN_MD = """\
 ## The run folder
 
 A run folder is what `landscape train` (or step 1 of `landscape reproduce`) writes
-(`landscape/train.py`): `config.json`, `results.json`, and per algorithm and restart a
-`history.csv` (one row per step) and checkpoints `checkpoints/step_XXXXX.safetensors`
+(`landscape.training.train`; its layout is `landscape.runs.RunFolder`): `config.json`,
+`results.json`, and per algorithm and restart a `history.csv` (one row per step) and checkpoints `checkpoints/step_XXXXX.safetensors`
 whose metadata carries the data spec they were trained on. Set `LANDSCAPE_RUN` to analyse
 another run (for instance a 4-algorithm, several-restart Table 2 run)."""
 
@@ -125,7 +122,7 @@ for name, [(X, y)] in domains.items():
     agree = (green.float() == y[:, 0]).float().mean()
     print(f"{name:>5}: X {tuple(X.shape)}, y {tuple(y.shape)}, colour = label for {agree:.0%}")
 train_domains = {k: domains[k] for k in ("+80%", "+90%")}""",
-    """md:## 2. Train ERM and Fishr (`landscape/train.py`, `landscape/penalties.py`)
+    """md:## 2. Train ERM and Fishr (`landscape/training/`)
 
 Full batch Adam on
 $\\mathcal L_t(\\theta) = \\frac1{|\\mathcal E|}\\sum_e R_e(\\theta) + \\ell_2\\|\\theta\\|^2
@@ -152,7 +149,7 @@ for algo in config.algorithms:
     models[algo] = model
 loss = build_loss(meta["loss"])  # BCEWithLogitsLoss
 print(models["fishr"])""",
-    """md:## 3. The inconsistency score of the head (`landscape/inconsistency.py`)
+    """md:## 3. The inconsistency score of the head (`landscape/inconsistency/`)
 
 For weights $\\theta^*$ and $\\varepsilon > 0$ (Parascandolo et al. 2021), to second order:
 
@@ -181,7 +178,7 @@ for algo, res in scores.items():
     print(f"{algo:>5}: I^eps = {res.score:.4g} on {a} -> {b}: risk gap {res.risk_gap[i, j]:.3g}"
           f" + curvature term {res.curvature_term[0, i, j]:.3g}"
           f" (empirical check {np.ravel(res.check['empirical_score'])[0]:.3g})")""",
-    """md:## 4. Domain curvature side by side (`landscape/curvature.py`)
+    """md:## 4. Domain curvature side by side (`landscape/curvature/`)
 
 `compare_domains` puts the quantities of the paper's Hessian-alignment analysis side by
 side: $\\|v_A - v_B\\|^2$ and $\\cos(v_A, v_B)$ between gradient variances, the same between
@@ -197,7 +194,7 @@ for algo, model in models.items():
           f"|diag H_B - diag H_A|^2 = {cmp.diagonal_distance[0, 1]:.3g}, "
           f"cos(v_e, diag H_e) = {np.round(cmp.within_cosine, 3)}, "
           f"principal angles (deg) = {np.round(np.degrees(cmp.principal_angles[0, 1]), 1)}")""",
-    """md:## 5. Loss surfaces on one plane (`landscape/surface.py`, `landscape/plot/`)
+    """md:## 5. Loss surfaces on one plane (`landscape/surface/`, `landscape/plot/`)
 
 $f_e(\\alpha, \\beta) = R_e(\\theta^* + \\alpha\\delta + \\beta\\eta)$ for every domain on the
 **same** seeded, filter-normalised directions $\\delta, \\eta$ (Li et al. 2018), and the
@@ -266,8 +263,9 @@ restart draws its own).""",
 import numpy as np
 
 from landscape.alignment import AlignmentTrajectory, alignment_trajectory
+from landscape.runs import JobFolder
 
-saved = RUN.parent / "analysis" / "alignment"  # written by `landscape reproduce`
+saved = JobFolder(RUN.parent).analysis.alignment  # written by `landscape reproduce`
 if not SMOKE and saved.with_suffix(".json").is_file():
     traj = AlignmentTrajectory.load(saved)
 else:
@@ -323,7 +321,7 @@ INCONSISTENCY = [
 $$I^\\varepsilon(\\theta^*) \\approx \\max_{(A,B)} \\big[ R_B(\\theta^*) - R_A(\\theta^*) +
 \\varepsilon\\,\\lambda_{\\max}(H_B, H_A) \\big]$$
 
-(`landscape/inconsistency.py`): the risk gap between two training domains plus how much
+(`landscape/inconsistency/`): the risk gap between two training domains plus how much
 more $B$'s loss curves than $A$'s inside the region where $A$'s loss moves by at most
 $\\varepsilon$. The paper argues that Fishr lowers both terms. `landscape.pipeline.analyse_run`
 computes, for the final checkpoint of every algorithm, the score of the head (dense,
@@ -336,8 +334,9 @@ in the analysis folder are read, not recomputed.""",
     RUN,
     """\
 from landscape.pipeline import analyse_run, summary
+from landscape.runs import JobFolder
 
-ANALYSIS = RUN.parent / "analysis"
+ANALYSIS = JobFolder(RUN.parent).analysis.root  # the layout of `landscape reproduce`
 settings = (dict(subsample=100, head_k=5, network_k=3, grid=5) if SMOKE
             else dict(subsample=2000, grid=21))  # the defaults of `landscape reproduce`
 analyse_run(RUN, ANALYSIS, epsilon=0.01, progress=not SMOKE, **settings)
@@ -351,9 +350,10 @@ import matplotlib.pyplot as plt
 
 from landscape.inconsistency import InconsistencyResult
 from landscape.plot import plot_pairwise, plot_score_parts
+from landscape.runs import AnalysisFolder
 
-scores = {kind: {p.stem.rsplit("_", 1)[1]: InconsistencyResult.load(p)
-                 for p in sorted(ANALYSIS.glob(f"score_{kind}_*.json"))}
+saved = AnalysisFolder(ANALYSIS)
+scores = {kind: {algo: InconsistencyResult.load(stem) for algo, stem in saved.scores(kind).items()}
           for kind in ("head", "network")}
 fig, axes = plt.subplots(1, len(scores["head"]), figsize=(9, 3.6), squeeze=False)
 for ax, (algo, res) in zip(axes[0], scores["head"].items(), strict=True):
@@ -385,15 +385,16 @@ plane and one colour scale, and a difference between two domains:
 * `surface_plane`: the plane through the initial weights (origin) and the final weights
   of ERM and Fishr (`landscape.surface.directions.plane_directions`);
 * `surface_inconsistency_<algo>`: the plane of the head's maximising direction of
-  $I^\\varepsilon$ and a second direction (`landscape.surface.directions.inconsistency_directions`).""",
+  $I^\\varepsilon$ and a second direction
+  (`landscape.surface.directions.inconsistency_directions`).""",
     """\
 from landscape.surface import SurfaceResult
 
-for path in sorted(ANALYSIS.glob("surface_*.json")):
-    surface = SurfaceResult.load(path)
+for stem in saved.surfaces():
+    surface = SurfaceResult.load(stem)
     fig, axes = plot_surface(surface, domains=["+80%", "+90%", "gray"],
                              difference="+90% - +80%")
-    fig.suptitle(path.stem, y=1.05)""",
+    fig.suptitle(stem.name, y=1.05)""",
 ]
 # plot_surface is imported where the surfaces are drawn
 INCONSISTENCY[-1] = INCONSISTENCY[-1].replace(

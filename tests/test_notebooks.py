@@ -58,3 +58,9 @@ def test_notebook_runs_in_smoke_mode(path, monkeypatch):
     client.execute()
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_imports_library_names_only(path):
+    """Notebooks use the library (landscape.runs, landscape.pipeline), not the CLI's modules."""
+    assert "landscape.cli" not in path.read_text()

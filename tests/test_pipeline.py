@@ -305,3 +305,13 @@ def test_reproduce_command_tiny(tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in (out / "analysis").iterdir()}
     assert main(args) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "analysis").iterdir()} == before
+
+
+def test_reproduce_config_is_the_protocol_with_the_job_checkpoints():
+    from landscape.pipeline import CHECKPOINT_STEPS, reproduce_config
+    from landscape.training import TrainConfig
+
+    config = reproduce_config()
+    assert config == TrainConfig(algorithms=["erm", "fishr"], restarts=1,
+                                 checkpoint_steps=CHECKPOINT_STEPS)  # fmt: skip
+    assert reproduce_config(steps=120, restarts=3).checkpoint_steps == [0, 50, 100]
