@@ -63,9 +63,10 @@ RUN_MD = """\
 
 A run folder is what `landscape train` (or step 1 of `landscape reproduce`) writes
 (`landscape.training.train`; its layout is `landscape.runs.RunFolder`): `config.json`,
-`results.json`, and per algorithm and restart a `history.csv` (one row per step) and checkpoints `checkpoints/step_XXXXX.safetensors`
-whose metadata carries the data spec they were trained on. Set `LANDSCAPE_RUN` to analyse
-another run (for instance a 4-algorithm, several-restart Table 2 run)."""
+`results.json`, and per algorithm and restart a `history.csv` (one row per step) and
+checkpoints `checkpoints/step_XXXXX.safetensors` whose metadata carries the data spec they
+were trained on. Set `LANDSCAPE_RUN` to analyse another run (for instance a 4-algorithm,
+several-restart Table 2 run)."""
 
 
 def notebook(cells, stem: str) -> nbformat.NotebookNode:
