@@ -262,14 +262,15 @@ def _hutchinson_diagonal(op, num_probes: int, seed: int) -> tuple[Tensor, Tensor
     return mean, se
 
 
-def _rows_diagonal(op, block: int = 32) -> Tensor:
-    """:math:`H_{jj} = e_j^\\top H e_j` from blocks of ``block`` unit vectors (``D`` products)."""
+def _rows_diagonal(op) -> Tensor:
+    """:math:`H_{jj} = e_j^\\top H e_j`, one product per unit vector (``D`` products; one
+    column at a time, which every model supports)."""
     diag = torch.empty(op.dim, dtype=op.dtype, device=op.device)
-    for start in range(0, op.dim, block):
-        idx = torch.arange(start, min(start + block, op.dim), device=op.device)
-        E = torch.zeros(op.dim, len(idx), dtype=op.dtype, device=op.device)
-        E[idx, torch.arange(len(idx), device=op.device)] = 1
-        diag[idx] = op.matmat(E)[idx, torch.arange(len(idx), device=op.device)]
+    e = torch.zeros(op.dim, dtype=op.dtype, device=op.device)
+    for j in range(op.dim):
+        e[j] = 1
+        diag[j] = op.matvec(e)[j]
+        e[j] = 0
     return diag
 
 

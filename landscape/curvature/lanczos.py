@@ -23,7 +23,9 @@ Ritz vectors (``k`` extra products per check, with :math:`\\theta_i = u_i^\\top 
 u_i`, the Rayleigh quotient of the returned vector), once the recurrence's estimate says the
 tolerance (or the noise level) is reached: error bound
 :math:`\\min(r_i, r_i^2/\\delta_i) + \\eta \\le` ``tol`` :math:`\\cdot \\max_j |\\theta_j|`, with
-:math:`\\delta_i` the gap to the nearest other Ritz value (Kato-Temple / Saad).
+:math:`\\delta_i` the gap to the other Ritz values widened by their residuals (Kato-Temple /
+Saad), checked only once the Krylov space holds one more Ritz value than wanted (it stands
+for the spectrum not yet found).
 """
 
 from __future__ import annotations
@@ -114,7 +116,7 @@ def lanczos(
     while True:
         run.step()
         bar.update(1)
-        if steps is None and run.m >= k and not run.invariant:
+        if steps is None and run.m >= min(k * len(ends) + 1, limit) and not run.invariant:
             estimate = run.estimate(ends, k)
             floor = max(_target(tol, run.scale), run.noise)
             if estimate <= floor and estimate <= next_check:
@@ -144,11 +146,15 @@ def _ends_index(m: int, ends, k: int) -> dict[str, np.ndarray]:
     return {e: np.arange(m)[::-1][:kk] if e == "largest" else np.arange(m)[:kk] for e in ends}
 
 
-def _gaps(theta: np.ndarray) -> np.ndarray:
-    """Distance of each Ritz value to the nearest other one (``inf`` when alone)."""
+def _gaps(theta: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    r"""Safeguarded gap of each Ritz value to the rest of the spectrum:
+    :math:`\delta_i = \min_{j \ne i} (|\theta_i - \theta_j| - r_j)`, since an eigenvalue lies
+    within :math:`r_j` of :math:`\theta_j` (``inf`` when alone; ``tiny`` when the intervals
+    overlap, which leaves the linear bound :math:`r_i`). Plain Ritz gaps overestimate the gap
+    to eigenvalues not yet found and made the quadratic bound certify wrong values."""
     if len(theta) < 2:
         return np.full(len(theta), np.inf)
-    diffs = np.abs(theta[:, None] - theta[None, :])
+    diffs = np.abs(theta[:, None] - theta[None, :]) - residuals[None, :]
     np.fill_diagonal(diffs, np.inf)
     return np.maximum(diffs.min(axis=1), np.finfo(float).tiny)
 
@@ -290,7 +296,8 @@ class _Krylov:
 
     def estimate(self, ends, k: int) -> float:
         """The recurrence's largest error bound over the wanted Ritz values."""
-        bounds = _quadratic(self.b * np.abs(self.S[-1]), _gaps(self.theta))
+        estimates = self.b * np.abs(self.S[-1])
+        bounds = _quadratic(estimates, _gaps(self.theta, estimates))
         return max(float(bounds[idx].max()) for idx in _ends_index(self.m, ends, k).values())
 
     def ritz_vectors(self, idx: np.ndarray) -> Tensor:
@@ -302,8 +309,8 @@ class _Krylov:
     def check(self, ends, k: int, tol: float) -> _Check:
         """True residuals and error bounds of the wanted Ritz pairs."""
         before = self.products
-        gaps, target = _gaps(self.theta), _target(tol, self.scale)
         estimates = self.b * np.abs(self.S[-1])
+        gaps, target = _gaps(self.theta, estimates), _target(tol, self.scale)
         pairs, bounds, converged, limited = {}, {}, True, True
         for end, idx in _ends_index(self.m, ends, k).items():
             U = self.ritz_vectors(idx)
@@ -339,7 +346,7 @@ class _Krylov:
             out["bounds"], out["converged"] = check.bounds, check.converged
         else:
             estimates = self.b * np.abs(self.S[-1])
-            gaps = _gaps(self.theta)
+            gaps = _gaps(self.theta, estimates)
             out["bounds"] = {}
             for end, idx in _ends_index(m, ends, k).items():
                 out[end] = (self.theta[idx], self.ritz_vectors(idx), estimates[idx])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -76,3 +77,52 @@ def test_fisher_mc_converges_to_ggn_diagonal():
         assert d.settings["seed"] == 2 and d.settings["mc_samples"] == mc
         errors.append(np.mean(rmse))
     assert errors[0] / errors[1] > 4  # 64x the samples: ~8x smaller
+
+
+def test_default_diagonal_works_where_backpack_lacks_a_module(dtype, monkeypatch):
+    """Before: 'BackPACK cannot handle this model ...; use method='hutchinson''. Now the exact
+    diagonal by rows of products (small D), the exact GGN by torch.func, and Hutchinson with
+    its standard error beyond ROWS_MAX_DIM; the result says which ran."""
+    from landscape.curvature import diagonals
+    from tests.curvature.test_variance import group_norm_cnn, image_domains
+
+    model, loss_func, domains = group_norm_cnn(dtype), nn.CrossEntropyLoss(), image_domains(dtype)
+    model64 = group_norm_cnn(torch.float64)
+    data64 = [(X.double(), y) for X, y in image_domains(torch.float64)["a"]]
+    H = torch.diagonal(ref.dense_hessian(model64, loss_func, data64)).numpy()
+    G = torch.diagonal(ref.dense_ggn(model64, loss_func, data64)).numpy()
+    rtol = 1e-9 if dtype == torch.float64 else 1e-3
+    atol = rtol * np.abs(H).max()
+    auto = C.hessian_diagonal(model, loss_func, domains)
+    assert {k: auto.settings[k] for k in ("method", "backend", "exact")} == {
+        "method": "exact",
+        "backend": "products",
+        "exact": True,
+    }
+    assert auto.num_products["a"] == H.size
+    close(auto.diagonal["a"], H, rtol, atol)
+    ggn = C.hessian_diagonal(model, loss_func, domains, method="ggn")
+    assert ggn.settings["backend"] == "torch.func" and ggn.settings["exact"]
+    close(ggn.diagonal["a"], G, rtol, rtol * np.abs(G).max())
+    with pytest.raises(ValueError, match=r"BackPACK's DiagGGNMC has no rule for GroupNorm"):
+        C.hessian_diagonal(model, loss_func, domains, method="fisher_mc")
+    monkeypatch.setattr(diagonals, "ROWS_MAX_DIM", 10)
+    with pytest.raises(ValueError, match=r"method='exact' needs BackPACK.*use method='hutchinson'"):
+        C.hessian_diagonal(model, loss_func, domains, method="exact")
+    hut = C.hessian_diagonal(model, loss_func, domains, num_probes=64)
+    assert hut.settings["method"] == "hutchinson" and not hut.settings["exact"]
+    err, se = hut.diagonal["a"] - H, hut.standard_error["a"]
+    assert np.mean(np.abs(err) <= 4 * se + atol) > 0.95
+
+
+def test_ggn_by_torch_func_matches_backpack(case):  # noqa: F811
+    """The torch.func GGN diagonal (any model) agrees with BackPACK's where both apply."""
+    from landscape.curvature._setup import prepare
+    from landscape.curvature.diagonals import _ggn_diagonal_func
+
+    loss, model, loss_func, domains = case
+    backpack = C.hessian_diagonal(model, loss_func, domains, method="ggn")
+    assert backpack.settings["backend"] == "backpack"
+    setup = prepare(model, loss_func, domains, None, "test")
+    for name, data in domains.items():
+        close(_ggn_diagonal_func(setup, data, False).numpy(), backpack.diagonal[name])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -114,3 +115,55 @@ def test_gradient_variance_linear_path_applies_only_where_exact():
         C.gradient_variance(conv, loss_func, domains, method="linear")
     with pytest.raises(ValueError, match="chunk_size must be a positive integer, got 0"):
         C.gradient_variance(conv, loss_func, domains, chunk_size=0)
+
+
+def group_norm_cnn(dtype: torch.dtype) -> nn.Module:
+    """Conv2d + GroupNorm + Linear head: BackPACK has no rule for GroupNorm."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.GroupNorm(2, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3)
+    )
+    for m in model.modules():  # non-trivial affine GroupNorm parameters
+        if isinstance(m, nn.GroupNorm):
+            nn.init.normal_(m.weight, 1.0, 0.3)
+            nn.init.normal_(m.bias, 0.0, 0.3)
+    return model.to(dtype).eval()
+
+
+def image_domains(dtype: torch.dtype, n: int = 24) -> dict:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 1, 6, 6, generator=g, dtype=torch.float64).to(dtype)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return {"a": [(X[:10], y[:10]), (X[10:], y[10:])]}
+
+
+def test_default_variance_works_where_backpack_lacks_a_module(dtype):
+    """Before: 'BackPACK computed no 'variance' ...; use method='per_sample''."""
+    model, loss_func, domains = group_norm_cnn(dtype), nn.CrossEntropyLoss(), image_domains(dtype)
+    gv = C.gradient_variance(model, loss_func, domains)
+    assert gv.settings["method"] == "per_sample"
+    model64 = group_norm_cnn(torch.float64)
+    data64 = [(X.double(), y) for X, y in image_domains(torch.float64)["a"]]
+    expected = ref.gradient_variance(model64, loss_func, data64).numpy()
+    rtol = 1e-9 if dtype == torch.float64 else 1e-3
+    close(gv.variance["a"], expected, rtol, rtol * np.abs(expected).max())
+    with pytest.raises(
+        ValueError,
+        match=r"method='backpack' cannot handle this model: BackPACK's Variance has no rule for "
+        r"GroupNorm \(1\); use method='per_sample'",
+    ):
+        C.gradient_variance(model, loss_func, domains, method="backpack")
+    head = C.gradient_variance(model, loss_func, domains, "4", method="backpack")  # supported
+    close(head.variance["a"], ref.gradient_variance(model64, loss_func, data64, "4"), rtol, 1e-7)
+
+
+@pytest.mark.filterwarnings("error::UserWarning")
+def test_no_backpack_warning_reaches_the_caller():
+    """Before: torch's 'Full backward hook is firing ...' reached every BackPACK caller."""
+    model, loss_func, domains = small_case("ce")
+    C.gradient_variance(model, loss_func, domains, method="backpack")
+    C.hessian_diagonal(model, loss_func, domains, method="exact")
+    C.hessian_diagonal(model, loss_func, domains, method="ggn")
+    C.hessian_diagonal(model, loss_func, domains, method="fisher_mc")
+    cnn = group_norm_cnn(torch.float64)
+    C.hessian_diagonal(cnn, loss_func, image_domains(torch.float64))  # BackPACK fails first
