@@ -22,7 +22,6 @@ import argparse
 from landscape.cli._common import add_device_argument, add_out_argument
 
 HELP = "the default end-to-end job: train, analyse, draw (Colored MNIST, ERM vs Fishr)"
-CHECKPOINT_STEPS = [0, 50, 100, 150, 190, 250, 300, 400]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -61,19 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from landscape.device import resolve_device
-    from landscape.pipeline import analyse_run, draw_figures, summary
+    from landscape.pipeline import analyse_run, draw_figures, reproduce_config, summary
     from landscape.runs import JobFolder
-    from landscape.training import TrainConfig, train
+    from landscape.training import train
 
     job = JobFolder(args.out)
     run_dir, analysis_dir = job.run.root, job.analysis.root
     progress = not args.no_progress
-    config = TrainConfig(
-        algorithms=args.algorithm,
+    config = reproduce_config(
+        args.algorithm,
         restarts=args.restarts or (3 if args.full else 1),
         steps=args.steps,
         subsample=args.subsample,
-        checkpoint_steps=[s for s in CHECKPOINT_STEPS if s < args.steps],
         device=args.device,
     )
     print(f"[1/3] training {', '.join(config.algorithms)} into {run_dir}")
