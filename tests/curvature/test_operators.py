@@ -268,6 +268,9 @@ def test_block_columns_shrink_with_the_batch(monkeypatch):
     assert op.block_columns == 3
     monkeypatch.setattr(ops, "BLOCK_SAMPLE_COLUMNS", 10)
     assert op.block_columns == 1
+    monkeypatch.setattr(ops, "BLOCK_SAMPLE_COLUMNS", 2**14)
+    monkeypatch.setattr(ops, "BLOCK_MAX_DIM", op.dim - 1)  # large selections: one at a time
+    assert op.block_columns == 1
 
 
 def test_operators_are_curvlinops_operators():
