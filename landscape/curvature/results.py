@@ -64,11 +64,16 @@ class GradientVarianceResult(_Result):
 class HessianDiagonalResult(_Result):
     """Per-domain curvature diagonals.
 
+    ``settings`` records what ran: ``"method"`` (``"auto"`` resolved to ``"exact"`` or
+    ``"hutchinson"``), ``"backend"`` (``"backpack"``, ``"products"``, ``"torch.func"`` or
+    ``"operator"``) and ``"exact"`` (``False`` for Hutchinson and Monte-Carlo Fisher).
+
     Attributes:
         diagonal: ``{domain: [D]}``.
         standard_error: ``{domain: [D]}`` per-entry standard error (Hutchinson only; empty
             for deterministic methods).
-        num_products: ``{domain: int}`` curvature-vector products (Hutchinson only).
+        num_products: ``{domain: int}`` curvature-vector products (Hutchinson and rows of
+            products only).
     """
 
     diagonal: dict[str, np.ndarray] = field(default_factory=dict)
@@ -85,9 +90,10 @@ class EigenpairsResult(_Result):
         largest_eigenvectors: ``{domain: [D, k]}`` orthonormal columns.
         smallest_eigenvalues: ``{domain: [k]}`` ascending (most negative first).
         smallest_eigenvectors: ``{domain: [D, k]}``.
-        residuals: ``{domain: [k]}`` or ``[2k]`` (largest then smallest):
-            :math:`\\|A u - \\lambda u\\|`.
-        converged: ``{domain: bool}``, all residuals within the tolerance.
+        residuals: ``{domain: [k]}`` or ``[2k]`` (largest then smallest): true residuals
+            :math:`\\|A u - \\lambda u\\|` of the returned pairs (float64 arithmetic).
+        converged: ``{domain: bool}``, every eigenvalue's error bound within ``tol`` times
+            :math:`\\lambda_{max}` (see :func:`landscape.curvature.lanczos.lanczos`).
         num_products: ``{domain: int}``.
         seconds: ``{domain: float}`` wall time.
     """

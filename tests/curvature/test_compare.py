@@ -57,3 +57,21 @@ def test_compare_domains(tmp_path):
     with pytest.raises(ValueError, match="compare_domains needs at least 2 domains"):
         C.compare_domains(model, loss_func, {"d0": domains["d0"]})
     assert_unchanged(model, snap)
+
+
+def test_cosine_and_principal_angles():
+    """One cosine (NaN when a vector is zero) and principal angles by SciPy's
+    subspace_angles, ascending, equal to arccos of the singular values of Q_U^T Q_V."""
+    assert C.cosine(np.array([1.0, 0.0]), torch.tensor([2.0, 2.0])) == pytest.approx(2**-0.5)
+    assert np.isnan(C.cosine(np.zeros(3), np.ones(3)))
+    assert np.isnan(C.cosine(torch.zeros(2, 2), torch.zeros(2, 2)))
+    g = np.random.default_rng(0)
+    U, V = g.standard_normal((8, 3)), g.standard_normal((8, 3))
+    Qu, Qv = np.linalg.qr(U)[0], np.linalg.qr(V)[0]
+    s = np.linalg.svd(Qu.T @ Qv, compute_uv=False)
+    angles = C.principal_angles(U, V)
+    close(angles, np.sort(np.arccos(np.clip(s, -1, 1))), 0, 1e-10)
+    assert np.all(np.diff(angles) >= 0)
+    # small angles are accurate (arccos of singular values near 1 is not)
+    tilt = Qu + 1e-9 * g.standard_normal((8, 3))
+    assert 0 < C.principal_angles(Qu, tilt).max() < 1e-8
