@@ -118,7 +118,7 @@ class CheckOptions:
     """
 
     enabled: bool = True
-    steps: int = 30
+    steps: int = 10
     restarts: int = 0
     line_tol: float = 1e-6
     seed: int = 0

@@ -149,4 +149,3 @@ class Restriction:
     values: np.ndarray
     delta: float
     used: str | None
-

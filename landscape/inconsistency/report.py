@@ -103,9 +103,7 @@ def _winners(result, width: int) -> list[str]:
 
 def _footer(result) -> list[str]:
     lines = [CHECK_LEGEND] if result.check is not None else []
-    counts = {
-        p[9:]: s["products"] for p, s in result.solver.items() if p.startswith("operator ")
-    }
+    counts = {p[9:]: s["products"] for p, s in result.solver.items() if p.startswith("operator ")}
     if counts:
         lines.append(
             "curvature-vector products: "

@@ -76,7 +76,7 @@ def inconsistency_score(
     damping: float = 1e-3,
     k: int | None = None,
     check: bool = True,
-    check_steps: int = 30,
+    check_steps: int = 10,
     check_restarts: int = 0,
     solver: str = "lobpcg",
     tol: float = 1e-6,
@@ -134,7 +134,9 @@ def inconsistency_score(
         k: subspace size for ``remedy="top-k"``.
         check: run the empirical check on the true losses (line along every pair's maximiser,
             projected ascent on the winning pair; see :mod:`landscape.inconsistency.checks`).
-        check_steps, check_restarts: ascent steps and seeded random restarts of the search.
+        check_steps, check_restarts: ascent steps and seeded random restarts of the search
+            (10 steps by default keep the check within about the score's own cost: each
+            step takes two gradients and a few risk evaluations of both domains).
         solver, tol, maxiter, block_size, lanczos_steps, rtol, seed: the solver options
             (:class:`SolverOptions`): matrix-free eigensolver, its relative tolerance (also
             of the top-``k`` Lanczos), iteration limit, LOBPCG block size, Lanczos products

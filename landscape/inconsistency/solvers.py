@@ -56,7 +56,7 @@ class CountingOperator(spla.LinearOperator):
 
 @dataclass
 class RitzPairs:
-    """Ritz pairs of one operator from :func:`lanczos_ritz`.
+    r"""Ritz pairs of one operator from :func:`lanczos_ritz`.
 
     Attributes:
         values: the wanted Ritz values, ascending ``[m]``.

@@ -108,3 +108,14 @@ def test_quadratic_losses_give_positive_line_steps_in_both_dtypes(dtype):
     steps = res.check["line_step"][0][off]
     assert np.all(steps > 0)
     np.testing.assert_allclose(steps, 1.0, atol=1e-5 if dtype == torch.float64 else 1e-3)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_line_check_cost_is_proportionate(dtype):
+    """Issue 8 item 13: the check dominated ``landscape score`` (a fine scan, then 20 bisection
+    steps per sign: 54 evaluations per pair). A coarse scan and Brent in ``s²`` need few."""
+    H_A, H_B, eps = np.diag([1.0, 2.0, 0.5]), np.diag([3.0, 1.0, 2.0]), 0.05
+    theta = generalized_eig_dense(H_B, H_A).maximiser(eps)
+    line = line_check(QuadraticRisk(H_A, dtype=dtype), QuadraticRisk(H_B, dtype=dtype), theta, eps)
+    assert line.evaluations <= 20
+    assert abs(line.step) == pytest.approx(1.0, abs=1e-5 if dtype == torch.float64 else 1e-3)
