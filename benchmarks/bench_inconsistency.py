@@ -43,10 +43,10 @@ import torch  # noqa: E402
 from _data import load_domains  # noqa: E402  (benchmarks/_data.py)
 from torch import nn  # noqa: E402
 
+from landscape.curvature.operators import CurvatureOperator  # noqa: E402
 from landscape.device import resolve_device  # noqa: E402
 from landscape.inconsistency import NotPositiveDefiniteError, inconsistency_score  # noqa: E402
 from landscape.models import colored_mnist_mlp  # noqa: E402
-from landscape.curvature.operators import CurvatureOperator  # noqa: E402
 
 
 def products(result) -> str:
@@ -139,7 +139,7 @@ def main(argv=None) -> int:
 
     def loop(self, *args, method="auto", **kwargs):  # the code before the closed form
         if method == "closed-form":
-            raise ValueError("closed form disabled for the 'before' timing")
+            raise ValueError("no closed form: disabled for the 'before' timing")
         return original(self, *args, method="products", **kwargs)
 
     with mock.patch.object(CurvatureOperator, "dense", loop):
