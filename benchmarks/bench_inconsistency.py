@@ -123,6 +123,7 @@ def main(argv=None) -> int:
         seed=0,
     )
 
+    timed("head, dense (first call)", params="classifier", method="dense", **common)
     plain = timed("head, dense", params="classifier", method="dense", **common)
     checked = timed(
         "head, dense, with the empirical check (default 10 ascent steps)",
