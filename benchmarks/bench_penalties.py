@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from landscape.device import set_threads
 from landscape.models import colored_mnist_mlp
 from landscape.training.penalties import Penalties
 
@@ -46,7 +47,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     n, repeats = (2_000, 3) if args.quick else (args.n, args.repeats)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # torch and BLAS pools alike
     torch.manual_seed(args.seed)
     model = colored_mnist_mlp()
     loss_func = torch.nn.BCEWithLogitsLoss()

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from _data import load_domains  # noqa: E402  (benchmarks/_data.py)
 
-from landscape.device import resolve_device  # noqa: E402
+from landscape.device import resolve_device, set_threads  # noqa: E402
 from landscape.models import colored_mnist_mlp  # noqa: E402
 from landscape.surface import loss_surface, make_grid, random_directions  # noqa: E402
 
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)  # torch and BLAS pools alike
     n = args.n or (1000 if args.quick else 5000)
     num = args.grid or (5 if args.quick else 31)
     device = resolve_device(args.device)

@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from landscape.device import resolve_device
+from landscape.device import resolve_device, set_threads
 from landscape.training import TrainConfig, Trainer
 
 FULL = {"train": 25_000, "test": 10_000}
@@ -85,7 +85,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="MNIST cache folder")
     args = parser.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)  # torch and BLAS pools alike
     device = resolve_device(args.device)
     repeats = args.repeats or (10 if args.quick else 5)
     sizes = QUICK if args.quick else FULL
