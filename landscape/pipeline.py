@@ -325,12 +325,12 @@ def summary(analysis_dir: str | os.PathLike) -> str:
     ]
     for kind, shown in (("head", "head"), ("network", "whole network")):
         for algo, res in _load_scores(analysis, kind).items():
-            a, b = res.pair
+            a, b = res.winner(0)
             i, j = res.domains.index(a), res.domains.index(b)
             check = res.check or {}
             emp = check.get("empirical_score")
             emp = f"{float(np.asarray(emp).reshape(-1)[0]):.4g}" if emp is not None else "-"
-            score = float(np.asarray(res.score).reshape(-1)[0])
+            score = float(res.scores[0])
             lines.append(
                 f"| {algo} | {shown} | {res.method} | {score:.4g}"
                 f" | {a} → {b} | {float(res.risk_gap[i, j]):.4g}"

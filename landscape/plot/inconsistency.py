@@ -29,7 +29,7 @@ def plot_pairwise(result, epsilon_index: int = 0, ax=None):
             for j in range(len(names)):
                 ax.text(j, i, f"{values[i, j]:.3g}", ha="center", va="center", fontsize=8,
                         color="w" if values[i, j] < values.mean() else "k")  # fmt: skip
-        pair = result.pair[epsilon_index] if np.ndim(result.score) else result.pair
+        pair = result.winner(epsilon_index)
         i, j = names.index(pair[0]), names.index(pair[1])
         ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="r", lw=2))
         ax.set_xticks(range(len(names)), names)
@@ -57,7 +57,7 @@ def plot_score_parts(results: Mapping[str, object], epsilon_index: int = 0):
         raise ValueError("no result to draw; pass {label: InconsistencyResult}")
     risk, curv, empirical = [], [], []
     for res in results.values():
-        pair = res.pair[epsilon_index] if np.ndim(res.score) else res.pair
+        pair = res.winner(epsilon_index)
         i, j = res.domains.index(pair[0]), res.domains.index(pair[1])
         risk.append(float(np.asarray(res.risk_gap)[i, j]))
         curv.append(float(np.asarray(res.curvature_term)[epsilon_index, i, j]))

@@ -228,6 +228,34 @@ def test_score_parts_from_saved_results(saved):
         plot_score_parts({})
 
 
+@pytest.fixture(scope="module")
+def several_epsilon(tmp_path_factory):
+    """A saved I^eps result for two values of eps (computed before any plot is drawn)."""
+    from tests.cases import make_binary_domains, make_mlp
+
+    res = inconsistency_score(
+        make_mlp(), build_loss("bce"), make_binary_domains(3), [1e-3, 1e3],
+        params="classifier", check=False, progress=False,
+    )  # fmt: skip
+    return res.save(tmp_path_factory.mktemp("several") / "score")
+
+
+def test_inconsistency_plots_for_each_of_several_epsilon(several_epsilon):
+    res = InconsistencyResult.load(several_epsilon)
+    assert len(res.epsilon) == 2
+    for index in range(2):
+        a, b = res.winner(index)
+        i, j = res.domains.index(a), res.domains.index(b)
+        _, ax = plot_pairwise(res, epsilon_index=index)
+        (rect,) = ax.patches
+        assert rect.get_xy() == (j - 0.5, i - 0.5)
+        np.testing.assert_allclose(ax.get_images()[0].get_array(), res.values[index])
+        _, ax = plot_score_parts({"mlp": res}, epsilon_index=index)
+        risk, curv = ax.patches
+        assert risk.get_height() == pytest.approx(res.risk_gap[i, j])
+        assert curv.get_height() == pytest.approx(res.curvature_term[index, i, j])
+
+
 # ------------------------------------------------------------------------------ surface
 
 

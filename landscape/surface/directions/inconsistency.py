@@ -31,28 +31,30 @@ def _maybe_float(x):
 
 
 def _pick(result, index: int):
-    """``(direction, pair, epsilon, score)`` of one value of ε of an inconsistency result."""
-    direction = getattr(result, "direction", None)
-    if direction is None:
+    """``(direction, pair, epsilon, score)`` of one value of ε of an inconsistency result.
+
+    An :class:`~landscape.inconsistency.InconsistencyResult` is read through its per-``ε``
+    accessors (``epsilon[index]``, ``scores``, :meth:`winner`, :meth:`direction_by_name`),
+    whatever number of ``ε`` it holds; any other record (``direction`` as a flat vector or
+    ``{name: tensor}``, ``pair``, optional ``epsilon`` and ``score``) describes one ``ε``.
+    """
+    from landscape.inconsistency import InconsistencyResult
+
+    if getattr(result, "direction", None) is None:
         raise ValueError(
             "the inconsistency result has no maximising direction; compute it with a method "
             "that returns one"
         )
-    pair = getattr(result, "pair", None)
-    epsilon = getattr(result, "epsilon", None)
-    score = getattr(result, "score", None)
-    several = np.ndim(np.asarray(direction)) == 2 if not isinstance(direction, Mapping) else False
-    if several or (np.ndim(epsilon) == 1 and epsilon is not None):
-        count = len(np.atleast_1d(epsilon)) if epsilon is not None else len(direction)
-        if not (isinstance(index, int) and -count <= index < count):
-            raise ValueError(f"index must pick one of the {count} values of epsilon, got {index!r}")
-        epsilon = np.atleast_1d(epsilon)[index] if epsilon is not None else None
-        score = np.atleast_1d(score)[index] if score is not None else None
-        if pair is not None and len(pair) and isinstance(pair[0], list | tuple):
-            pair = pair[index]
-    if hasattr(result, "direction_by_name") and getattr(result, "param_names", None):
-        direction = result.direction_by_name(index)
-    return direction, pair, epsilon, score
+    if not isinstance(result, InconsistencyResult):
+        return (result.direction, getattr(result, "pair", None),
+                getattr(result, "epsilon", None), getattr(result, "score", None))  # fmt: skip
+    count = len(result.epsilon)
+    if isinstance(index, bool) or not (isinstance(index, int) and -count <= index < count):
+        raise ValueError(f"index must pick one of the {count} values of epsilon, got {index!r}")
+    direction = (
+        result.direction_by_name(index) if result.param_names else result.directions[index]
+    )
+    return direction, result.winner(index), result.epsilon[index], result.scores[index]
 
 
 def _by_name(direction, result, model: nn.Module | None, params: ParamSpec):
@@ -100,8 +102,9 @@ def inconsistency_directions(
     maximiser itself.
 
     Args:
-        result: an inconsistency result with a ``direction`` (a flat vector or
-            ``{name: tensor}``) and a ``pair``.
+        result: an :class:`~landscape.inconsistency.InconsistencyResult` (any number of
+            ``ε``; ``index`` picks one), or any record of one ``ε`` with a ``direction`` (a
+            flat vector or ``{name: tensor}``) and a ``pair``.
         model: needed when the direction is a flat vector (to split it by parameter name)
             and for ``normalization`` other than ``"none"``.
         params: the parameters the flat direction lives on (default: the result's ``params``
