@@ -51,9 +51,7 @@ def _pick(result, index: int):
     count = len(result.epsilon)
     if isinstance(index, bool) or not (isinstance(index, int) and -count <= index < count):
         raise ValueError(f"index must pick one of the {count} values of epsilon, got {index!r}")
-    direction = (
-        result.direction_by_name(index) if result.param_names else result.directions[index]
-    )
+    direction = result.direction_by_name(index) if result.param_names else result.directions[index]
     return direction, result.winner(index), result.epsilon[index], result.scores[index]
 
 
