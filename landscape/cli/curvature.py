@@ -5,8 +5,8 @@ training domains) and writes one result per method to OUT (``<method>.json`` +
 ``<method>.npz``, loadable with the matching class of landscape.curvature):
 
   variance   gradient variance and empirical Fisher diagonal (GradientVarianceResult)
-  diagonal   Hessian diagonal, --diagonal-method exact|ggn|fisher_mc|hutchinson
-             (HessianDiagonalResult)
+  diagonal   Hessian diagonal, --diagonal-method auto|exact|ggn|fisher_mc|hutchinson
+             (HessianDiagonalResult; the method and backend that ran are recorded)
   eigen      top-k eigenpairs (and with --smallest the k most negative) of --curvature
              (EigenpairsResult)
   trace      Hutchinson trace with standard error and the exact trace from the diagonal
@@ -37,6 +37,9 @@ from landscape.cli._common import (
 HELP = "per-domain gradient variances, Hessian diagonals, eigenpairs, traces of a checkpoint"
 
 METHODS = ["variance", "diagonal", "eigen", "trace", "density", "compare"]
+
+# the values of landscape.curvature.DiagonalMethod (spelled out: no torch import to parse)
+DIAGONAL_METHODS = ["auto", "exact", "ggn", "fisher_mc", "hutchinson"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,9 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--diagonal-method",
-        choices=["exact", "ggn", "fisher_mc", "hutchinson"],
-        default="exact",
-        help="diagonal method (default exact: BackPACK DiagHessian)",
+        choices=DIAGONAL_METHODS,
+        default="auto",
+        help="diagonal of diagonal / compare: auto (default) the exact Hessian diagonal "
+        "where possible, else Hutchinson with its standard error; exact the Hessian "
+        "diagonal (BackPACK DiagHessian, else one Hessian-vector product per parameter for "
+        "small selections; stops otherwise); ggn the exact GGN diagonal, the Fisher for "
+        "CE / BCE (BackPACK, else per-sample Jacobians by torch.func; any model); "
+        "fisher_mc a Monte-Carlo Fisher with labels sampled from the model (BackPACK "
+        "only); hutchinson E[v * Hv] over --probes Rademacher probes with a standard "
+        "error (any model)",
     )
     parser.add_argument(
         "--probes", type=int, default=50, help="Hutchinson / SLQ probes (default 50)"
@@ -126,6 +136,7 @@ def _diagonal(C, args, analysis, report: _Report) -> None:
         **analysis.common,
     )  # fmt: skip
     report.save(hd, "diagonal")
+    report.summary["diagonal"] = {k: hd.settings.get(k) for k in ("method", "backend", "exact")}
     report.column("sum diag", lambda n: f"{hd.diagonal[n].sum():.4g}")
 
 
