@@ -256,21 +256,22 @@ def _diagonal_backpack(setup: Setup, data, how: DiagonalMethod, options: Diagona
 def _hutchinson_diagonal(op, num_probes: int, seed: int) -> tuple[Tensor, Tensor | None]:
     """Mean of ``v * (A v)`` over Rademacher probes and its per-entry standard error."""
     probes = rademacher(op.dim, num_probes, seed, op.dtype, op.device)
-    samples = torch.stack([v * op.matvec(v) for v in probes])  # [m, D]
+    samples = probes * op.matmat(probes.T).T  # [m, D]: v * (A v), in vectorised blocks
     mean = samples.mean(0)
     se = samples.std(0, unbiased=True) / math.sqrt(num_probes) if num_probes > 1 else None
     return mean, se
 
 
-def _rows_diagonal(op) -> Tensor:
-    """:math:`H_{jj} = e_j^\\top H e_j`, one product per unit vector (``D`` products; one
-    column at a time, which every model supports)."""
+def _rows_diagonal(op, chunk: int = 64) -> Tensor:
+    """:math:`H_{jj} = e_j^\\top H e_j`: ``D`` products with the unit vectors, ``chunk``
+    columns at a time through :meth:`~landscape.curvature.operators.CurvatureOperator.matmat`
+    (vectorised blocks where PyTorch can batch the model's backward)."""
     diag = torch.empty(op.dim, dtype=op.dtype, device=op.device)
-    e = torch.zeros(op.dim, dtype=op.dtype, device=op.device)
-    for j in range(op.dim):
-        e[j] = 1
-        diag[j] = op.matvec(e)[j]
-        e[j] = 0
+    for j in range(0, op.dim, chunk):
+        k = min(chunk, op.dim - j)
+        E = torch.zeros(op.dim, k, dtype=op.dtype, device=op.device)
+        E[j : j + k] = torch.eye(k, dtype=op.dtype, device=op.device)
+        diag[j : j + k] = op.matmat(E)[j : j + k].diagonal()
     return diag
 
 

@@ -17,21 +17,19 @@ loop; each subclass only says how one batch multiplies a block ``V^T [k, D]``:
 
 A block of ``k > 1`` columns goes through each differentiation once, vectorised
 (``torch.autograd.grad(..., is_grads_batched=True)``); ``k = 1`` is the plain product.
+PyTorch cannot batch some double-backward formulas (the Hessian through ``GroupNorm``: the
+batching rule of ``native_group_norm_backward`` raises a size mismatch): an operator whose
+first vectorised block fails while its columns one at a time succeed goes one column at a
+time from then on (:attr:`~CurvatureOperator.vectorised` ``False``); other errors propagate.
 
-Speed. When the graph is retained (default for a domain that is one batch) the forward pass
-and the first backward pass are done **once** (at the first product), and every product only
-differentiates again through the stored graph (``retain_graph=True``). With several batches
-and ``retain_graph=False`` (default then) each block of products loops over the batches:
-forward, backward with ``create_graph`` and the second differentiation, one batch at a time,
-so memory stays that of one batch (matrix-free for data that do not fit), and ``k`` columns
-share one forward. Measured numbers: ``benchmarks/bench_operators.py``.
-
-The retained graph holds the activations of the forward and first backward pass of every
-batch (a few times one training step per batch); it is built at the first product (or by
-:meth:`~CurvatureOperator.build`), so an operator used only for a closed-form
-:meth:`~CurvatureOperator.dense` never builds it, and freed by
-:meth:`~CurvatureOperator.release` or a ``with`` block. Dense matrices of small selections
-are exact in every path: a closed form where one applies
+Speed. With a retained graph (default for a domain that is one batch) the forward and first
+backward pass run **once** (at the first product, or :meth:`~CurvatureOperator.build`) and
+every product differentiates again through the stored graph; it holds a few times one training
+step's activations per batch and is freed by :meth:`~CurvatureOperator.release` or a ``with``
+block (a closed-form :meth:`~CurvatureOperator.dense` never builds it). Otherwise (several
+batches) each block of ``k`` columns loops over the batches, one forward per batch for the
+``k`` columns, so memory stays that of one batch. Measured: ``benchmarks/bench_operators.py``.
+Dense matrices of small selections are exact in every path: a closed form where one applies
 (:mod:`landscape.curvature.closed_form`), blocks of products, or ``D`` products.
 
 The user's model is never changed: products go through :func:`torch.func.functional_call`
@@ -74,26 +72,14 @@ from landscape.domains import Batch, as_batches
 from landscape.losses import with_reduction
 from landscape.params import ParamSpec, flatten, select_params
 
+# fmt: off
 __all__ = [
-    "DENSE_METHODS",
-    "MAX_DENSE_DIM",
-    "BLOCK_COLUMNS",
-    "BLOCK_SAMPLE_COLUMNS",
-    "BLOCK_MAX_DIM",
-    "Curvature",
-    "as_curvature",
-    "CurvatureOperator",
-    "HessianOperator",
-    "GGNOperator",
-    "EFOperator",
-    "curvature_operator",
-    "check_loss",
-    "check_eval_mode",
-    "check_deterministic",
-    "is_backpack_extended",
-    "plain_copy",
-    "to_like",
+    "DENSE_METHODS", "MAX_DENSE_DIM", "BLOCK_COLUMNS", "BLOCK_SAMPLE_COLUMNS", "BLOCK_MAX_DIM",
+    "Curvature", "as_curvature", "CurvatureOperator", "HessianOperator", "GGNOperator",
+    "EFOperator", "curvature_operator", "check_loss", "check_eval_mode", "check_deterministic",
+    "is_backpack_extended", "plain_copy", "to_like",
 ]
+# fmt: on
 
 MAX_DENSE_DIM = 8192
 """Largest ``D`` for which :meth:`CurvatureOperator.dense` builds the ``[D, D]`` matrix."""
@@ -107,12 +93,10 @@ BLOCK_SAMPLE_COLUMNS = 2**14
 """Most ``columns x batch rows`` of one vectorised pass: the vectorised backward allocates
 ``[k, n, width]`` temporaries, memory bound on a CPU for large ``n``."""
 BLOCK_MAX_DIM = MAX_DENSE_DIM
-"""Largest ``D`` that :meth:`CurvatureOperator.matmat` vectorises over columns. Measured on
-the Colored MNIST MLP (N = 2,000, one thread, ``benchmarks/bench_operators.py``): for the
-head (``D = 391``) blocks of 8 columns cost 2-4x less per vector than one column at a time
-(up to 15x at N = 128); for the whole network (``D = 306,151``), whose every column already
-runs large matrix products, they gain nothing (0.9-1.4x the cost of one column at a time),
-so large selections go one column at a time."""
+"""Largest ``D`` that :meth:`CurvatureOperator.matmat` vectorises over columns. Measured
+(Colored MNIST MLP, N = 2,000, one thread, ``benchmarks/bench_operators.py``): blocks of 8
+columns cost 2-4x less per vector for the head (``D = 391``; 15x at N = 128), nothing for the
+whole network (``D = 306,151``: 0.9-1.4x one column at a time, already large matmuls)."""
 
 
 def _vjp(output: Tensor, inputs, cotangents: Tensor, retain: bool) -> list[Tensor | None]:
@@ -144,16 +128,13 @@ class CurvatureOperator(CurvatureLinearOperator):
     It is a curvlinops ``CurvatureLinearOperator`` (curvlinops 3): ``to_scipy``, ``adjoint``
     (the operator itself), sums, scalings and chains with other curvlinops operators
     (``op_b - 2.0 * op_a``) and curvlinops' estimators (``hutchinson_trace(op, m)``) work on
-    it. It keeps its own products and data loop rather than curvlinops' per-batch
-    ``_matmat_batch``, which recomputes the forward and first backward pass of every batch at
-    every call (``torch.func`` ``jvp`` of ``jacrev``). Measured (Colored MNIST MLP,
-    N = 2,000, one thread, ``benchmarks/bench_operators.py``, loaded machine), per vector in
-    units of one gradient: our Hessian-vector product 1.0-1.45 (retained graph), curvlinops'
-    1.9-2.2; for blocks of 8-20 columns curvlinops' vmapped ``@`` costs 1.4-1.6, ours 1.3-1.8
-    for the whole network and 0.005 for the head. Its determinism check is not used either:
-    it runs the whole data set twice with gradients plus two products (6 gradients);
-    :func:`~landscape.curvature.checks.check_deterministic` compares two forwards on at most
-    256 samples (0.07 gradients).
+    it. It keeps its own products and data loop rather than curvlinops' ``_matmat_batch``,
+    which redoes the forward and first backward pass of every batch at every call. Measured
+    (Colored MNIST MLP, N = 2,000, one thread, ``benchmarks/bench_operators.py``), per vector
+    in units of one gradient: our Hessian-vector product 1.0-1.45, curvlinops' 1.9-2.2; blocks
+    of 8-20 columns: curvlinops 1.4-1.6, ours 1.3-1.8 (whole network), 0.005 (head).
+    Determinism is checked by :func:`~landscape.curvature.checks.check_deterministic` (two
+    forwards on at most 256 samples: 0.07 gradients; curvlinops' check costs 6 gradients).
 
     Attributes:
         curvature: which matrix (:class:`Curvature`).
@@ -162,6 +143,8 @@ class CurvatureOperator(CurvatureLinearOperator):
         num_samples: ``N``, the domain's number of samples.
         retain_graph: whether the forward / first backward graphs are kept between products.
         dense_method: how the last :meth:`dense` call built its matrix.
+        vectorised: whether blocks of columns go through one vectorised pass (``None`` until
+            the first block of ``k > 1`` columns, ``False`` where PyTorch cannot batch it).
     """
 
     SELF_ADJOINT = True
@@ -225,6 +208,7 @@ class CurvatureOperator(CurvatureLinearOperator):
         self._released = False
         self._closed: ClosedForm | None = None  # risk / gradient of a closed-form dense pass
         self.dense_method: str | None = None
+        self.vectorised: bool | None = None
 
     # ----------------------------------------------------------------- what subclasses say
 
@@ -274,8 +258,7 @@ class CurvatureOperator(CurvatureLinearOperator):
         )
 
     def _block(self, Vt: Tensor) -> Tensor:
-        """``(A V)^T [k, D]`` for ``Vt = V^T [k, D]``: one pass over the batches, ``k``
-        products at once."""
+        """``(A V)^T [k, D]`` for ``Vt = V^T [k, D]``: one pass over the batches."""
         self._check_fresh()
         Vt = Vt.to(device=self.device, dtype=self.dtype)
         result = torch.zeros_like(Vt)
@@ -288,6 +271,23 @@ class CurvatureOperator(CurvatureLinearOperator):
                 result += self._weight(graph["n"]) * self._product(graph, Vt, keep=False)
         self.num_products += Vt.shape[0]
         self._bar.update(Vt.shape[0])
+        return result
+
+    def _columns(self, Vt: Tensor) -> Tensor:
+        """:meth:`_block` for ``Vt [k, D]``, vectorised unless PyTorch cannot batch this
+        operator's backward: decided at the first block of ``k > 1`` columns, whose failure
+        is retried one column at a time (an error there propagates: only a failure of the
+        batching itself is absorbed, and remembered in :attr:`vectorised`)."""
+        if Vt.shape[0] == 1 or self.vectorised:
+            return self._block(Vt)
+        if self.vectorised is None:
+            try:
+                result, self.vectorised = self._block(Vt), True
+                return result
+            except RuntimeError:
+                pass  # retried below, one column at a time
+        result = torch.cat([self._block(v[None]) for v in Vt])
+        self.vectorised = False
         return result
 
     def _check_fresh(self) -> None:
@@ -327,7 +327,7 @@ class CurvatureOperator(CurvatureLinearOperator):
         if V.shape[1] == 0:
             return torch.zeros(self.dim, 0, device=self.device, dtype=self.dtype)
         b = self.block_columns
-        blocks = [self._block(V[:, j : j + b].T) for j in range(0, V.shape[1], b)]
+        blocks = [self._columns(V[:, j : j + b].T) for j in range(0, V.shape[1], b)]
         return torch.cat(blocks, dim=0).T.contiguous()
 
     def __matmul__(self, x):
@@ -399,7 +399,7 @@ class CurvatureOperator(CurvatureLinearOperator):
         eye = torch.eye(self.dim, device=self.device, dtype=self.dtype)
         if method == "batched":
             self.dense_method = "batched"
-            rows = [self._block(eye[j : j + block_size]) for j in range(0, self.dim, block_size)]
+            rows = [self._columns(eye[j : j + block_size]) for j in range(0, self.dim, block_size)]
             return torch.cat([r.T for r in rows], dim=1)
         self.dense_method = "products"
         return torch.stack([self.matvec(eye[:, j]) for j in range(self.dim)], dim=1)

@@ -162,7 +162,7 @@ def _eigsh(op: CurvatureOperator, v0: Tensor, k: int, ends, tol, max_iter, progr
         order = np.argsort(values)[::-1] if end == "largest" else np.argsort(values)
         values, vectors = values[order], vectors[:, order]
         V = torch.as_tensor(vectors, dtype=op.dtype, device=op.device)
-        AV = torch.stack([op.matvec(v) for v in V.T], dim=1).to(torch.float64)
+        AV = op.matmat(V).to(torch.float64)
         V64 = V.to(torch.float64)
         lam = torch.as_tensor(values, dtype=torch.float64, device=op.device)
         residuals = (AV - V64 * lam).norm(dim=0)
