@@ -278,7 +278,9 @@ def run_checks(
         winners: the winning pair per ``ε``.
 
     Returns:
-        The ``check`` dictionary of :class:`~landscape.inconsistency.result.InconsistencyResult`.
+        The ``check`` dictionary of :class:`~landscape.inconsistency.result.InconsistencyResult`
+        (``evaluator``: per domain, how the risks were evaluated: the head alone on its cached
+        input, or full forwards and why).
     """
     from tqdm.auto import tqdm
 
@@ -340,4 +342,5 @@ def run_checks(
         "search_history": search_history,
         "search_restarts": int(options.restarts),
         "empirical_score": empirical,
+        "evaluator": {d: evaluators[d].evaluator for d in names},
     }

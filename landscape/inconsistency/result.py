@@ -65,7 +65,9 @@ class InconsistencyResult(SavedResult):
             diagonal ``ε``), ``line_risk_b``, ``line_step``, ``line_reached``;
             ``search_value`` ``[E]`` (projected ascent on the winning pair: a lower bound of
             the original definition), ``search_pair``, ``search_steps``; ``empirical_score``
-            ``[E]`` (the largest of ``ε``, the line values and the search value).
+            ``[E]`` (the largest of ``ε``, the line values and the search value);
+            ``evaluator`` (per domain: the head alone on its cached input, or full forwards
+            and why; :mod:`landscape.inconsistency.head`).
         seed: seed of every random choice (Lanczos and LOBPCG starts, search restarts).
         num_samples: per domain.
         seconds: wall-clock time of the whole computation.
