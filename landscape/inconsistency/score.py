@@ -135,8 +135,9 @@ def inconsistency_score(
         check: run the empirical check on the true losses (line along every pair's maximiser,
             projected ascent on the winning pair; see :mod:`landscape.inconsistency.checks`).
         check_steps, check_restarts: ascent steps and seeded random restarts of the search
-            (10 steps by default keep the check within about the score's own cost: each
-            step takes two gradients and a few risk evaluations of both domains).
+            (each step takes two gradients and a few risk evaluations of both domains). For
+            a head selection the risks run the head alone on its cached input (one forward
+            pass per domain in all; ``result.check["evaluator"]`` says which evaluation ran).
         solver, tol, maxiter, block_size, lanczos_steps, rtol, seed: the solver options
             (:class:`SolverOptions`): matrix-free eigensolver, its relative tolerance (also
             of the top-``k`` Lanczos), iteration limit, LOBPCG block size, Lanczos products
