@@ -144,8 +144,7 @@ class _Analysis:
         """Surfaces on the plane through the init and the final weights of two algorithms."""
         from landscape.checkpoint import load_checkpoint
         from landscape.domains import pick_domains
-        from landscape.surface import loss_surface, make_grid
-        from landscape.surface.directions import plane_directions
+        from landscape.surface import loss_surface, make_grid, plane_directions
 
         stem = self.out.surface_plane
         if len(self.finals) < 2 or self.out.done(stem):
@@ -169,8 +168,7 @@ class _Analysis:
         """Surfaces on the plane of each model's head inconsistency direction."""
         from landscape.domains import pick_domains
         from landscape.inconsistency import InconsistencyResult
-        from landscape.surface import loss_surface
-        from landscape.surface.directions import inconsistency_directions
+        from landscape.surface import inconsistency_directions, loss_surface
 
         domains = pick_domains(self.small, self.shown_domains)
         for algo, (model, _) in self.finals.items():

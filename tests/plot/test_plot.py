@@ -29,8 +29,7 @@ from landscape.plot import (  # noqa: E402
     plot_training_curves,
 )
 from landscape.plot.style import ALGORITHM_COLORS, algorithm_color, algorithm_name  # noqa: E402
-from landscape.surface import SurfaceResult, loss_surface  # noqa: E402
-from landscape.surface.directions import random_directions  # noqa: E402
+from landscape.surface import SurfaceResult, loss_surface, random_directions  # noqa: E402
 from landscape.training import checkpoint_path, read_history, train  # noqa: E402
 from tests.test_alignment import tiny_run_config  # noqa: E402
 
