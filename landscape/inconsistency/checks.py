@@ -15,8 +15,9 @@ method in :math:`s^2`, exact in one secant step on quadratic losses); the search
 three evaluations per ascent step. When the selection lies in the head, e.g.
 ``params="classifier"``, an evaluation runs the head alone on its input cached at
 :math:`\theta^*` (:mod:`landscape.inconsistency.head`), so the whole check costs about one
-more forward pass of each domain; otherwise each evaluation is a full forward. :func:`run_checks` runs the
-line on every pair and the search on the winning pair of every :math:`\varepsilon`.
+more forward pass of each domain; otherwise each evaluation is a full forward.
+:func:`run_checks` runs the line on every pair and the search on the winning pair of every
+:math:`\varepsilon`.
 """
 
 from __future__ import annotations
