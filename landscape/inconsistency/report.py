@@ -103,6 +103,13 @@ def _winners(result, width: int) -> list[str]:
 
 def _footer(result) -> list[str]:
     lines = [CHECK_LEGEND] if result.check is not None else []
+    how = (result.check or {}).get("evaluator") or {}
+    if how:
+        kinds = sorted(set(how.values()))
+        lines.append(
+            "check's risks: "
+            + (kinds[0] if len(kinds) == 1 else "; ".join(f"{d}: {v}" for d, v in how.items()))
+        )
     counts = {p[9:]: s["products"] for p, s in result.solver.items() if p.startswith("operator ")}
     if counts:
         lines.append(

@@ -181,6 +181,8 @@ def test_check_runs_the_featurizer_once_per_batch_and_matches_full_forwards(monk
         handle.remove()
     assert res.check["evaluator"] == {d: "head 'classifier' on its cached input" for d in domains}
     assert ref.check["evaluator"] == {d: "full forward (disabled)" for d in domains}
+    assert "check's risks: head 'classifier' on its cached input" in res.table()
+    assert "check's risks: full forward (disabled)" in ref.table()
     # the cache costs one forward per batch (2 domains x 2 batches), nothing per evaluation
     assert counts[1] - counts[0] == 4
     assert len(calls) - counts[0] > 10 * 4
