@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+#: the curvature matrices (``landscape.inconsistency.CURVATURES``)
+CURVATURES = ["hessian", "ggn", "ef"]
+#: the remedies of a singular or indefinite ``H_A`` (``landscape.inconsistency.REMEDIES``,
+#: less ``None``)
+REMEDIES = ["damping", "top-k"]
+
 
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
@@ -76,6 +82,61 @@ def add_domains_argument(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         help="domains to analyse (default: the training domains of the checkpoint)",
+    )
+
+
+def add_subsample_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--subsample",
+        type=int,
+        default=None,
+        metavar="N",
+        help="use the first N samples of each domain (deterministic); default: all",
+    )
+
+
+def add_curvature_argument(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--curvature``: the values of ``landscape.inconsistency.CURVATURES`` (spelled out: no
+    torch import to parse; tests/cli/test_common.py keeps them equal)."""
+    parser.add_argument("--curvature", choices=CURVATURES, default="hessian", help=help)
+
+
+def add_remedy_arguments(parser, prefix: str = "") -> None:
+    """``--remedy``, ``--damping``, ``--k`` of the inconsistency score (``prefix`` starts each
+    help, e.g. ``"inconsistency: "`` where other directions share the command)."""
+    parser.add_argument(
+        "--remedy",
+        choices=REMEDIES,
+        default=None,
+        help=f"{prefix}when H_A is not positive definite: damping (relative to "
+        "lambda_max(H_A)) or top-k (restrict to its top-k eigenspace); default: stop and report",
+    )
+    parser.add_argument(
+        "--damping",
+        type=float,
+        default=1e-3,
+        help=f"{prefix}relative damping for --remedy damping (default 1e-3)",
+    )
+    parser.add_argument(
+        "--k", type=int, default=20, help=f"{prefix}subspace size for --remedy top-k (default 20)"
+    )
+
+
+def load_checkpoint(args: argparse.Namespace, **options):
+    """``landscape.runs.load_for_analysis`` of ``args.checkpoint`` with the options every
+    analysis shares (``--device``, ``--data-dir``, ``--domains``) and ``options``.
+
+    Returns:
+        ``(model, meta, domains, loss_func)``.
+    """
+    from landscape.runs import load_for_analysis
+
+    return load_for_analysis(
+        args.checkpoint,
+        device=args.device,
+        data_dir=args.data_dir,
+        domains=args.domains,
+        **options,
     )
 
 

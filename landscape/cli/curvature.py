@@ -30,8 +30,10 @@ import argparse
 
 from landscape.cli._common import (
     add_analysis_arguments,
+    add_curvature_argument,
     add_domains_argument,
     add_params_argument,
+    add_subsample_argument,
 )
 
 HELP = "per-domain gradient variances, Hessian diagonals, eigenpairs, traces of a checkpoint"
@@ -46,13 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="a checkpoint written by landscape train")
     add_params_argument(parser)
     add_domains_argument(parser)
-    parser.add_argument(
-        "--subsample",
-        type=int,
-        default=None,
-        metavar="N",
-        help="use the first N samples of each domain (deterministic); default: all",
-    )
+    add_subsample_argument(parser)
     parser.add_argument(
         "--methods",
         nargs="+",
@@ -64,11 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smallest", action="store_true", help="also the k smallest (most negative) eigenpairs"
     )
-    parser.add_argument(
-        "--curvature",
-        choices=["hessian", "ggn", "ef"],
-        default="hessian",
-        help="matrix for eigen / trace / density: Hessian, GGN or empirical Fisher",
+    add_curvature_argument(
+        parser, "matrix for eigen / trace / density: Hessian, GGN or empirical Fisher"
     )
     parser.add_argument(
         "--diagonal-method",
@@ -220,20 +213,13 @@ class _Analysis:
 
 def run(args: argparse.Namespace) -> int:
     from landscape import curvature as C
-    from landscape.cli._common import params_from_args
-    from landscape.runs import load_for_analysis
+    from landscape.cli._common import load_checkpoint, params_from_args
 
     if args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
     if args.probes < 2:
         raise ValueError(f"--probes must be at least 2, got {args.probes}")
-    model, meta, domains, loss_func = load_for_analysis(
-        args.checkpoint,
-        device=args.device,
-        data_dir=args.data_dir,
-        domains=args.domains,
-        subsample=args.subsample,
-    )
+    model, meta, domains, loss_func = load_checkpoint(args, subsample=args.subsample)
     if "compare" in args.methods and len(domains) < 2:
         raise ValueError(
             f"--methods compare needs at least 2 domains, got {len(domains)}; pass --domains"

@@ -28,8 +28,11 @@ import argparse
 
 from landscape.cli._common import (
     add_analysis_arguments,
+    add_curvature_argument,
     add_domains_argument,
     add_params_argument,
+    add_remedy_arguments,
+    add_subsample_argument,
     epsilon_value,
 )
 
@@ -58,11 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="dense (exact, D up to a few thousand), matrix-free (whole networks) or "
         "diagonal (ratios of diagonals); default dense",
     )
-    parser.add_argument(
-        "--curvature",
-        choices=["hessian", "ggn", "ef"],
-        default="hessian",
-        help="Hessian, generalised Gauss-Newton or empirical Fisher; default hessian",
+    add_curvature_argument(
+        parser, "Hessian, generalised Gauss-Newton or empirical Fisher; default hessian"
     )
     parser.add_argument(
         "--diagonal-source",
@@ -71,24 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="diagonal method: the curvature's diagonal or Fishr's gradient variances",
     )
     add_domains_argument(parser)
-    parser.add_argument(
-        "--subsample",
-        type=int,
-        default=None,
-        metavar="N",
-        help="use the first N samples of each domain (deterministic); default: all",
-    )
-    parser.add_argument(
-        "--remedy",
-        choices=["damping", "top-k"],
-        default=None,
-        help="when H_A is not positive definite: damping (relative to lambda_max(H_A)) or "
-        "top-k (restrict to its top-k eigenspace); default: stop and report",
-    )
-    parser.add_argument(
-        "--damping", type=float, default=1e-3, help="relative damping for --remedy damping"
-    )
-    parser.add_argument("--k", type=int, default=20, help="subspace size for --remedy top-k")
+    add_subsample_argument(parser)
+    add_remedy_arguments(parser)
     parser.add_argument(
         "--check",
         action=argparse.BooleanOptionalAction,
@@ -123,18 +107,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from landscape.cli._common import params_from_args
+    from landscape.cli._common import load_checkpoint, params_from_args
     from landscape.inconsistency import inconsistency_score
     from landscape.io import write_json
-    from landscape.runs import load_for_analysis
 
-    model, meta, domains, loss_func = load_for_analysis(
-        args.checkpoint,
-        device=args.device,
-        data_dir=args.data_dir,
-        domains=args.domains,
-        subsample=args.subsample,
-    )
+    model, meta, domains, loss_func = load_checkpoint(args, subsample=args.subsample)
     params = params_from_args(args.params)
     result = inconsistency_score(
         model,

@@ -36,6 +36,7 @@ from landscape.cli._common import (
     add_analysis_arguments,
     add_domains_argument,
     add_params_argument,
+    add_remedy_arguments,
     epsilon_value,
 )
 
@@ -86,16 +87,7 @@ def _add_direction_arguments(group) -> None:
         default=1e-3,
         help="inconsistency: eps of I^eps; default 1e-3",
     )
-    group.add_argument(
-        "--remedy",
-        choices=["damping", "top-k"],
-        default=None,
-        help="inconsistency: when H_A is not positive definite (see landscape score --help)",
-    )
-    group.add_argument(
-        "--damping", type=float, default=1e-3, help="inconsistency: relative damping"
-    )
-    group.add_argument("--k", type=int, default=20, help="inconsistency: top-k subspace size")
+    add_remedy_arguments(group, "inconsistency: ")
 
 
 def _add_grid_arguments(group) -> None:
@@ -217,8 +209,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from landscape.cli._common import params_from_args
-    from landscape.runs import load_for_analysis
+    from landscape.cli._common import load_checkpoint, params_from_args
     from landscape.surface import loss_surface, make_grid
 
     grid = _grid(args)
@@ -230,13 +221,7 @@ def run(args: argparse.Namespace) -> int:
             ppc = int(ppc)
         except ValueError:
             raise ValueError(f"--points-per-call must be auto or an integer, got {ppc!r}") from None
-    model, meta, domains, loss_func = load_for_analysis(
-        args.checkpoint,
-        device=args.device,
-        data_dir=args.data_dir,
-        domains=args.domains,
-        default="all",
-    )
+    model, meta, domains, loss_func = load_checkpoint(args, default="all")
     params = params_from_args(args.params)
 
     dirs = build_directions(args, model, loss_func, domains, params)
