@@ -40,7 +40,7 @@ Modules: :mod:`~landscape.curvature.results` (result dataclasses),
 from landscape.curvature._setup import rademacher
 from landscape.curvature.compare import compare_domains, cosine, principal_angles
 from landscape.curvature.diagonals import ROWS_MAX_DIM, DiagonalMethod, hessian_diagonal
-from landscape.curvature.lanczos import lanczos
+from landscape.curvature.lanczos import lanczos, resolve_tol
 from landscape.curvature.results import (
     ComparisonResult,
     EigenpairsResult,
@@ -68,6 +68,7 @@ __all__ = [
     "spectral_density",
     "compare_domains",
     "lanczos",
+    "resolve_tol",
     "rademacher",
     "cosine",
     "principal_angles",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from landscape.curvature._setup import check_positive_int, prepare
@@ -13,6 +12,7 @@ from landscape.curvature.diagonals import (
     _as_method,
     diagonal_result,
 )
+from landscape.curvature.lanczos import resolve_tol
 from landscape.curvature.operators import Curvature, as_curvature
 from landscape.curvature.results import ComparisonResult
 from landscape.curvature.spectrum import EigenOptions, eigenpairs_result
@@ -107,8 +107,8 @@ def compare_domains(
     result.principal_angles = np.zeros((len(names), len(names), k))
     if k > 0:
         # eigenvectors accurate to ~1e-6 relative to the gaps in float64 (tol 1e-12); float32
-        # products resolve eigenvalues to ~1e-7 of lambda_max only (tol 1e-6)
-        tol = 1e-12 if setup.like.dtype == torch.float64 else 1e-6
+        # products resolve eigenvalues to ~1e-7 of lambda_max only (resolve_tol: 1e-6)
+        tol = resolve_tol(None, setup.like.dtype, float64=1e-12)
         options = EigenOptions(k=k, curvature=curvature, tol=tol, seed=int(seed), progress=progress)
         eig = eigenpairs_result(setup, options)
         vectors = eig.largest_eigenvectors

@@ -30,6 +30,7 @@ for the spectrum not yet found).
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-__all__ = ["lanczos"]
+__all__ = ["lanczos", "resolve_tol"]
 
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -54,12 +55,30 @@ BASIS_FLOAT64_BYTES = 2**30
 _BLOCK_ELEMENTS = 2**23
 
 
+def resolve_tol(tol: float | None, dtype: torch.dtype, float64: float = 1e-8) -> float:
+    """The relative eigenvalue tolerance for products computed in ``dtype``: ``tol`` when
+    given (a positive number), else ``float64`` (default 1e-8) raised to what the dtype's
+    products can resolve, the power of ten nearest :math:`8\\epsilon` of the dtype: no
+    change in float64, 1e-6 in float32 (whose products resolve eigenvalues only to about
+    :math:`10^{-7}\\lambda_{max}`), 1e-2 in float16. The one rule of every default ``tol``
+    of the package (:func:`lanczos`, :func:`~landscape.curvature.spectrum.top_eigenpairs`,
+    :func:`~landscape.curvature.compare.compare_domains`)."""
+    if tol is not None:
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol > 0:
+            raise ValueError(f"tol must be a positive number or None, got {tol!r}")
+        return float(tol)
+    if not dtype.is_floating_point:
+        raise TypeError(f"products must be floating point for a tolerance, got {dtype}")
+    reach = 10.0 ** round(float(np.log10(8 * torch.finfo(dtype).eps)))
+    return max(float(float64), reach)
+
+
 def lanczos(
     matvec: Callable[[Tensor], Tensor],
     v0: Tensor,
     k: int = 1,
     which: str = "largest",
-    tol: float = 1e-8,
+    tol: float | None = None,
     max_iter: int | None = None,
     progress: bool = False,
     steps: int | None = None,
@@ -87,7 +106,8 @@ def lanczos(
         k: how many eigenpairs at each wanted end.
         which: ``"largest"``, ``"smallest"`` or ``"both"``.
         tol: relative accuracy of the wanted eigenvalues (see above; read as at least
-            :data:`FLOAT64_FLOOR`, the float64 rounding level of the residuals).
+            :data:`FLOAT64_FLOOR`, the float64 rounding level of the residuals); ``None``:
+            :func:`resolve_tol` for ``v0``'s dtype (1e-8 in float64, 1e-6 in float32).
         max_iter: at most this many Krylov steps (default ``min(D, max(300, 20 k))``); the
             true residuals cost up to ``k`` (``2k`` for ``"both"``) products more per check.
         progress: progress bar over products.
@@ -113,6 +133,7 @@ def lanczos(
     else:
         limit = min(D, max(300, 20 * k)) if max_iter is None else min(D, int(max_iter))
     ends = ("largest", "smallest") if which == "both" else (which,)
+    tol = resolve_tol(tol, v0.dtype)
     run = _Krylov(matvec, v0, limit)
     bar = tqdm(total=limit, desc="Lanczos", unit="product", disable=not progress, leave=False)
     check, next_check = None, np.inf
@@ -337,7 +358,10 @@ class _Krylov:
             pairs[end] = (values.cpu().numpy(), U, res)
             failing = bounds[end] > target
             converged &= not failing.any()
-            stuck = (quad <= max(target, self.noise)) | (res > 10 * estimates[idx])
+            # more products cannot help: the residual is at the noise level, the target is
+            # under twice the noise (the bound's floor), or the residual stopped following
+            # the recurrence's estimate
+            stuck = (quad <= self.noise) | (target <= 2 * self.noise) | (res > 10 * estimates[idx])
             limited &= bool(stuck[failing].all())
         products = self.products - before
         return _Check(self.m, pairs, bounds, converged, limited and not converged, products)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landscape.curvature._setup import Setup, check_positive_int, numpy, prepare, rademacher
-from landscape.curvature.lanczos import lanczos
+from landscape.curvature.lanczos import lanczos, resolve_tol
 from landscape.curvature.operators import Curvature, CurvatureOperator, as_curvature
 from landscape.curvature.results import EigenpairsResult, SpectralDensityResult
 from landscape.domains import Domains
@@ -35,7 +35,7 @@ def top_eigenpairs(
     which: str = "largest",
     curvature: str | Curvature = "hessian",
     method: str = "lanczos",
-    tol: float = 1e-8,
+    tol: float | None = None,
     max_iter: int | None = None,
     seed: int = 0,
     progress: bool = False,
@@ -60,7 +60,9 @@ def top_eigenpairs(
             :func:`~landscape.curvature.lanczos.lanczos`; eigenvectors are accurate to about
             :math:`r/\\delta`) or ARPACK's ``tol`` (``eigsh``). In float32 the noise level is
             about :math:`10^{-7}` of :math:`\\lambda_{max}`: a smaller ``tol`` ends with
-            ``converged=False``.
+            ``converged=False``. ``None`` (default): 1e-8 for a float64 model, 1e-6 for
+            float32 (:func:`~landscape.curvature.lanczos.resolve_tol`); the ``tol`` used is
+            recorded in ``settings["tol"]``.
         max_iter: cap on Krylov steps (``lanczos``) or restarts (``eigsh``).
         seed: seeds the start vector (the same for every domain).
 
@@ -72,11 +74,11 @@ def top_eigenpairs(
     if method not in ("lanczos", "eigsh"):
         raise ValueError(f"unknown method {method!r}; use 'lanczos' or 'eigsh'")
     k = check_positive_int(k, "k")
-    if not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol}")
-    options = EigenOptions(k, which, as_curvature(curvature), method, float(tol), max_iter,
-                           int(seed), progress)  # fmt: skip
+    resolve_tol(tol, torch.float64)  # a bad tol fails before any work
     setup = prepare(model, loss_func, domains, params, "top_eigenpairs")
+    tol = resolve_tol(tol, setup.like.dtype)
+    options = EigenOptions(k, which, as_curvature(curvature), method, tol, max_iter, int(seed),
+                           progress)  # fmt: skip
     return eigenpairs_result(setup, options)
 
 

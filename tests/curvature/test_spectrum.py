@@ -8,7 +8,7 @@ import torch
 
 from landscape import curvature as C
 from landscape.curvature import reference as ref
-from tests.cases import make_mlp
+from tests.cases import CASES, make_mlp
 from tests.curvature._common import (  # noqa: F401  (case: a fixture)
     PARAMS,
     assert_unchanged,
@@ -109,3 +109,58 @@ def test_float32_model():
         1e-4,
         1e-7,
     )
+
+
+@pytest.mark.parametrize("method", ["lanczos", "eigsh"])
+@pytest.mark.parametrize("entry", CASES, ids=[c.id for c in CASES])
+def test_default_tol_follows_the_dtype(entry, dtype, method):
+    """Before: the default tol=1e-8 was under float32's reach (products resolve eigenvalues to
+    ~1e-7 lambda_max), so every float32 call warned "did not converge". The default is now
+    1e-8 in float64 and 1e-6 in float32, recorded in settings; the pairs agree with the dense
+    float64 reference of the same weights and data to 1e-6 lambda_max."""
+    import warnings
+
+    model, loss_func, domains, params = entry.build(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eig = C.top_eigenpairs(model, loss_func, domains, params, k=3, which="both",
+                               method=method)  # fmt: skip
+    assert eig.settings["tol"] == (1e-8 if dtype == torch.float64 else 1e-6)
+    assert all(eig.converged.values())
+    model64 = model.double()
+    for name, data in domains.items():
+        data64 = [(X.double(), y.double() if y.is_floating_point() else y) for X, y in data]
+        A = ref.dense_curvature(model64, loss_func, data64, params, "hessian")
+        evals = torch.linalg.eigvalsh(A).numpy()
+        scale = np.abs(evals).max()
+        np.testing.assert_allclose(eig.largest_eigenvalues[name], evals[::-1][:3],
+                                   rtol=0, atol=1e-6 * scale)  # fmt: skip
+        # a repeated eigenvalue (the CE head's null space) is found once: the first only
+        np.testing.assert_allclose(eig.smallest_eigenvalues[name][0], evals[0],
+                                   rtol=0, atol=1e-6 * scale)  # fmt: skip
+
+
+def test_explicit_tol_is_honoured_and_checked():
+    model, loss_func, domains = small_case("bce")
+    model32 = make_mlp(out=1, dtype=torch.float32)
+    d32 = {n: [(X.float(), y.float()) for X, y in b] for n, b in domains.items()}
+    with pytest.warns(RuntimeWarning, match="did not converge to tol=1e-12"):
+        eig = C.top_eigenpairs(model32, loss_func, d32, k=2, tol=1e-12)
+    assert eig.settings["tol"] == 1e-12
+    with pytest.raises(ValueError, match="tol must be a positive number"):
+        C.top_eigenpairs(model, loss_func, domains, tol=0)
+    assert C.resolve_tol(None, torch.float16) == 1e-2
+    assert C.resolve_tol(None, torch.float64, float64=1e-12) == 1e-12
+    assert C.resolve_tol(None, torch.float32, float64=1e-12) == 1e-6
+
+
+def test_lanczos_default_tol_converges_in_float32():
+    """lanczos(tol=None) resolves the tolerance from v0's dtype (was 1e-8: never converged in
+    float32)."""
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(60, 60, generator=g, dtype=torch.float64))
+    evals = torch.linspace(1.0, 10.0, 60, dtype=torch.float64)
+    A = ((Q * evals) @ Q.T).float()
+    out = C.lanczos(lambda v: A @ v, torch.randn(60, generator=g).float(), k=2)
+    assert out["converged"]
+    np.testing.assert_allclose(out["largest"][0], evals.numpy()[::-1][:2], atol=1e-5 * 10)
