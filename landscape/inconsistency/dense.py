@@ -191,42 +191,35 @@ def dense_curvatures(model, loss_func, domains: Mapping, params, curvature: str)
     """Float64 ``[D, D]`` curvature matrices per domain, with the risk and gradient at θ*.
 
     Eigenvalues near ``rtol·λ_max`` must not be float32 rounding noise: the output layer's
-    closed form sums in float64 from the model's own features; any other selection is
-    computed by products on a float64 copy of the model and data.
+    closed form (where :func:`~landscape.curvature.has_closed_form` says the model and
+    selection allow one) sums in float64 from the model's own features; any other selection,
+    or a closed form refused by its run-time conditions (``NoClosedForm``), is computed by
+    products on a float64 copy of the model and data.
 
     Returns:
         ``{domain: (H [D, D] float64 NumPy, risk, gradient [D] float64 NumPy)}``.
     """
     import torch
 
-    from landscape.curvature.operators import curvature_operator
+    from landscape.curvature import NoClosedForm, curvature_operator, has_closed_form
 
     out, model64 = {}, None
+    closed = has_closed_form(model, loss_func, params, curvature)
     for d, data in domains.items():
-        with curvature_operator(model, loss_func, data, params, curvature) as op:
-            mat = _closed_form(op)
-            if mat is not None:
-                out[d] = (_numpy(mat), op.risk(), _numpy(op.gradient()))
-                continue
+        if closed:
+            with curvature_operator(model, loss_func, data, params, curvature) as op:
+                try:
+                    mat = op.dense(method="closed-form", accumulate=torch.float64)
+                    out[d] = (_numpy(mat), op.risk(), _numpy(op.gradient()))
+                    continue
+                except NoClosedForm:
+                    pass
         if model64 is None:
             model64 = copy.deepcopy(model).to(torch.float64)
         data64 = [(_double(X), _double(y)) for X, y in data]
         with curvature_operator(model64, loss_func, data64, params, curvature) as op:
             out[d] = (_numpy(op.dense()), op.risk(), _numpy(op.gradient()))
     return out
-
-
-def _closed_form(op):
-    """The closed-form matrix summed in float64, or ``None`` when no closed form applies
-    (only that refusal is caught: any other error propagates)."""
-    import torch
-
-    try:
-        return op.dense(method="closed-form", accumulate=torch.float64)
-    except ValueError as err:
-        if str(err).startswith("no closed form"):
-            return None
-        raise
 
 
 def _double(t):

@@ -179,7 +179,7 @@ def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
     """Validate the model, loss and domains; resolve ``params`` to the selected parameters."""
     import torch
 
-    from landscape.curvature.operators import MAX_DENSE_DIM, check_eval_mode, check_loss
+    from landscape.curvature import MAX_DENSE_DIM, check_eval_mode, check_loss
     from landscape.domains import check_domains
     from landscape.params import select_params
 
@@ -273,7 +273,7 @@ def _score(model, loss_func, domains, selected, settings: ScoreSettings, t_start
 def _backends(model, loss_func, domains, params, settings: ScoreSettings, stack):
     """One backend per domain, and ``{domain: (risk, gradient)}`` where the dense pass gives
     them for free (else empty). Operators are released when ``stack`` closes."""
-    from landscape.curvature.operators import curvature_operator
+    from landscape.curvature import curvature_operator
 
     s, rtol = settings, settings.solver.rtol
     if s.method == "dense":

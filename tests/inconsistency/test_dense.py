@@ -69,3 +69,42 @@ def test_shared_null_space_is_exact_on_the_range():
     eig = generalized_eig_dense(H_B, H_A)
     assert eig.remedy == "range" and eig.subspace_dim == 2
     assert eig.value == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_dense_curvatures_closed_form_or_float64_products(scale):
+    """The output layer's closed form where it applies; a head whose output is changed after
+    it passes the model-level test (``has_closed_form``) but is refused at run time, and the
+    float64 products take over: both equal the float64 Hessian of the risk."""
+    import torch
+    from torch import nn
+    from torch.func import functional_call, hessian
+
+    from landscape.inconsistency.dense import dense_curvatures
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.featurizer = nn.Sequential(nn.Linear(3, 4), nn.Tanh())
+            self.classifier = nn.Linear(4, 1)
+
+        def forward(self, x):
+            z = self.classifier(self.featurizer(x))
+            return z if scale == 1.0 else scale * z
+
+    torch.manual_seed(0)
+    model = Model().eval()
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(30, 3, generator=g), (torch.rand(30, 1, generator=g) < 0.5).float()
+    loss = nn.BCEWithLogitsLoss()
+    H = dense_curvatures(model, loss, {"a": [(X, y)]}, "classifier", "hessian")["a"][0]
+    m64 = Model().double()
+    m64.load_state_dict(model.state_dict())
+    fixed = {n: p.detach().double() for n, p in model.named_parameters()}
+    w0 = torch.cat([fixed["classifier.weight"].reshape(-1), fixed["classifier.bias"]])
+
+    def risk(w):
+        tensors = {**fixed, "classifier.weight": w[:4].view(1, 4), "classifier.bias": w[4:]}
+        return loss(functional_call(m64, tensors, (X.double(),)), y.double())
+
+    np.testing.assert_allclose(H, hessian(risk)(w0).numpy(), rtol=1e-6, atol=1e-9)
