@@ -40,6 +40,8 @@ The package, one concept per module:
 * :mod:`~landscape.inconsistency.solvers`: Lanczos, LOBPCG and ARPACK on counting operators;
 * :mod:`~landscape.inconsistency.risk` and :mod:`~landscape.inconsistency.checks`: the true
   losses at displaced weights, the line check and the constrained search;
+  :mod:`~landscape.inconsistency.head`: the head's input cached once per domain, so that a
+  head selection's displaced risks run the head alone;
 * :mod:`~landscape.inconsistency.result` and :mod:`~landscape.inconsistency.report`:
   :class:`InconsistencyResult`, its table and summary;
 * :mod:`~landscape.inconsistency.options`: names, thresholds, :class:`SolverOptions`,
