@@ -16,8 +16,8 @@ BCE) :math:`\\approx` Hessian.
 
 Guard rails (before any curvature work, once per call: :mod:`landscape.curvature._setup`):
 the model's mode and one deterministic forward pass are checked
-(:func:`landscape.curvature.operators.check_eval_mode`,
-:func:`~landscape.curvature.operators.check_deterministic`); the loss must be a supported
+(:func:`landscape.curvature.checks.check_eval_mode`,
+:func:`~landscape.curvature.checks.check_deterministic`); the loss must be a supported
 mean-reduced loss. A model extended by BackPACK is analysed through a plain copy, and BackPACK
 is only ever applied to a private copy: the user's model (parameters, ``requires_grad`` flags,
 mode, hooks) is never changed. Default methods work on any model: BackPACK where it has rules
@@ -34,13 +34,27 @@ Modules: :mod:`~landscape.curvature.results` (result dataclasses),
 :mod:`~landscape.curvature.spectrum` (eigenpairs, spectral density),
 :mod:`~landscape.curvature.trace`, :mod:`~landscape.curvature.compare`,
 :mod:`~landscape.curvature.operators` (curvature-vector products),
-:mod:`~landscape.curvature.reference` (dense float64 references).
+:mod:`~landscape.curvature.reference` (dense float64 references). Other packages import
+the operators, the model checks and the closed forms from here
+(:func:`curvature_operator`, :func:`check_eval_mode`, :func:`has_closed_form`, ...), never
+from the modules; ``closed_form`` is the module :mod:`landscape.curvature.closed_form`
+(``closed_form.closed_form(...)`` builds a matrix), not shadowed by its function.
 """
 
+from landscape.curvature import closed_form  # the module: its name is not shadowed
 from landscape.curvature._setup import rademacher
+from landscape.curvature.checks import (
+    Curvature,
+    check_deterministic,
+    check_eval_mode,
+    check_loss,
+    train_mode_modules,
+)
+from landscape.curvature.closed_form import ClosedForm, NoClosedForm, has_closed_form
 from landscape.curvature.compare import compare_domains, cosine, principal_angles
 from landscape.curvature.diagonals import ROWS_MAX_DIM, DiagonalMethod, hessian_diagonal
 from landscape.curvature.lanczos import lanczos, resolve_tol
+from landscape.curvature.operators import MAX_DENSE_DIM, CurvatureOperator, curvature_operator
 from landscape.curvature.results import (
     ComparisonResult,
     EigenpairsResult,
@@ -74,4 +88,17 @@ __all__ = [
     "principal_angles",
     "VARIANCE_METHODS",
     "ROWS_MAX_DIM",
+    # operators and the checks and closed forms other packages use
+    "Curvature",
+    "CurvatureOperator",
+    "curvature_operator",
+    "MAX_DENSE_DIM",
+    "check_loss",
+    "check_eval_mode",
+    "train_mode_modules",
+    "check_deterministic",
+    "ClosedForm",
+    "NoClosedForm",
+    "closed_form",
+    "has_closed_form",
 ]

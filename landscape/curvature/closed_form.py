@@ -71,6 +71,7 @@ __all__ = [
     "output_layer_curvature",
     "linear_empirical_fisher",
     "closed_form",
+    "has_closed_form",
 ]
 
 OUTPUT_LAYER = "closed-form (output layer: H = GGN)"
@@ -360,3 +361,44 @@ def closed_form(
     if kind is Curvature.EF:
         return linear_empirical_fisher(model, loss_func, batches, tensors, list(selected))
     return output_layer_curvature(model, loss_func, batches, tensors, list(selected), accumulate)
+
+
+def has_closed_form(
+    model: nn.Module,
+    loss_func: nn.Module,
+    params: ParamSpec = None,
+    curvature: str | Curvature = "hessian",
+    data=None,
+) -> bool:
+    """Whether :func:`closed_form` applies to this model, selection and curvature, without
+    building the matrix (ask instead of catching :class:`NoClosedForm`).
+
+    Without ``data`` only the conditions readable from the model are checked (the selection
+    lies in ``nn.Linear`` layers; for ``"hessian"`` / ``"ggn"`` in one plain, hook-free
+    layer); with ``data`` also the run-time ones on its first batch (one forward: the layer
+    runs once on ``[n, F]`` inputs and produces the model's output; for ``"ef"`` the
+    per-sample gradients add up to the gradient), which every batch of a domain shares.
+    A ``ValueError`` for a bad loss, curvature or selection propagates.
+    """
+    check_loss(loss_func)
+    kind = as_curvature(curvature)
+    selected = select_params(model, params)
+    names = list(selected)
+    try:
+        if kind is Curvature.EF:
+            _linear_layers(model, names)
+        else:
+            _output_layer(model, names)
+        if data is None:
+            return True
+        X, y = next(iter(as_batches(data)))
+        like = next(iter(selected.values()))
+        X, y = to_like(X, like).detach(), to_like(y, like)
+        tensors = functional_tensors(model, selected)
+        if kind is Curvature.EF:
+            linear_empirical_fisher(model, loss_func, [(X, y)], tensors, names)
+        else:
+            _features_and_logits(model, tensors, X, _output_layer(model, names))
+        return True
+    except NoClosedForm:
+        return False

@@ -371,7 +371,7 @@ class CurvatureOperator(CurvatureLinearOperator):
 
         Raises:
             ValueError: ``D > max_dim``, an unknown ``method``, a bad ``block_size``, or
-                ``method="closed-form"`` when no closed form applies (the message says why).
+                (:class:`NoClosedForm`) ``method="closed-form"`` where none applies.
         """
         if self.dim > max_dim:
             raise ValueError(
@@ -392,7 +392,7 @@ class CurvatureOperator(CurvatureLinearOperator):
                 return self._closed.matrix
             except NoClosedForm as err:
                 if method == "closed-form":
-                    raise ValueError(
+                    raise NoClosedForm(
                         f"no closed form for the dense {self.curvature.value}: {err}; use "
                         "method='products' or 'batched'"
                     ) from None

@@ -16,6 +16,7 @@ from landscape.curvature.closed_form import (
     NoClosedForm,
     closed_form,
     functional_tensors,
+    has_closed_form,
     linear_empirical_fisher,
     output_layer_curvature,
 )
@@ -131,8 +132,9 @@ def test_closed_forms_refuse_where_they_would_be_wrong(make, params, curvature, 
     op = curvature_operator(model, loss_func(), data, params, curvature)
     torch.testing.assert_close(op.dense(), expected)
     assert op.dense_method == "products"
-    with pytest.raises(ValueError, match=f"no closed form .*{why}.*; use method='products'"):
+    with pytest.raises(NoClosedForm, match=f"no closed form .*{why}.*; use method='products'"):
         op.dense(method="closed-form")
+    assert not has_closed_form(model, loss_func(), params, curvature, data)
     assert all(not m._forward_hooks for m in model.modules())
 
 
@@ -209,3 +211,41 @@ def test_closed_forms_in_row_chunks(monkeypatch):
         op = curvature_operator(model, loss_func, data, "classifier", curvature)
         expected = ref.dense_curvature(model, loss_func, data, "classifier", curvature)
         torch.testing.assert_close(op.dense(method="closed-form"), expected)
+
+
+@pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
+def test_has_closed_form_predicts_dense(curvature):
+    """has_closed_form answers what dense(method='closed-form') would do, without the matrix
+    (other packages ask instead of matching an error message)."""
+    import landscape.curvature as C
+
+    model, loss_func, data = _case("bce")
+    conv = nn.Sequential(nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(8, 1))
+    conv = conv.double().eval()
+    for m, params in [(model, "classifier"), (model, None), (conv, "3"), (conv, "1")]:
+        op = curvature_operator(m, loss_func, data, params, curvature)
+        try:
+            op.dense(method="closed-form")
+            expected = True
+        except C.NoClosedForm:
+            expected = False
+        assert C.has_closed_form(m, loss_func, params, curvature, data) is expected
+        if expected:  # the structural conditions alone never refuse what applies
+            assert C.has_closed_form(m, loss_func, params, curvature)
+    assert C.has_closed_form(model, loss_func, "classifier", curvature)
+    assert not C.has_closed_form(conv, loss_func, "1", curvature)
+    with pytest.raises(ValueError, match="unknown curvature|curvature"):
+        C.has_closed_form(model, loss_func, "classifier", "bogus")
+
+
+def test_package_exports_what_other_packages_use():
+    import landscape.curvature as C
+    import landscape.curvature.checks as checks
+    import landscape.curvature.operators as ops
+
+    for name in ["curvature_operator", "CurvatureOperator", "MAX_DENSE_DIM", "check_loss",
+                 "check_eval_mode", "check_deterministic"]:  # fmt: skip
+        assert getattr(C, name) is getattr(ops, name) and name in C.__all__
+    assert C.train_mode_modules is checks.train_mode_modules
+    assert C.closed_form.closed_form is closed_form and "has_closed_form" in C.__all__
+    assert C.NoClosedForm is NoClosedForm and issubclass(NoClosedForm, ValueError)
