@@ -49,6 +49,7 @@ from landscape.curvature.checks import (
     check_eval_mode,
     check_loss,
     train_mode_modules,
+    train_mode_named_modules,
 )
 from landscape.curvature.closed_form import ClosedForm, NoClosedForm, has_closed_form
 from landscape.curvature.compare import compare_domains, cosine, principal_angles
@@ -96,6 +97,7 @@ __all__ = [
     "check_loss",
     "check_eval_mode",
     "train_mode_modules",
+    "train_mode_named_modules",
     "check_deterministic",
     "ClosedForm",
     "NoClosedForm",

@@ -36,6 +36,7 @@ __all__ = [
     "check_eval_mode",
     "check_deterministic",
     "train_mode_modules",
+    "train_mode_named_modules",
     "is_backpack_extended",
     "plain_copy",
     "to_like",
@@ -125,13 +126,19 @@ def _differs_in_train_mode(module: nn.Module) -> bool:
     return False
 
 
-def train_mode_modules(model: nn.Module) -> list[str]:
-    """``"Type (name)"`` of every module of ``model`` that is in train mode and behaves
-    differently there (see :func:`check_eval_mode`), in model order."""
+def train_mode_named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every module of ``model`` that is in train mode and behaves
+    differently there (see :func:`check_eval_mode`), in model order: the package's one rule
+    for when train mode matters (curvature, inconsistency and loss surfaces all use it)."""
     return [
-        f"{type(m).__name__} ({name or 'model'})"
-        for name, m in model.named_modules()
-        if m.training and _differs_in_train_mode(m)
+        (name, m) for name, m in model.named_modules() if m.training and _differs_in_train_mode(m)
+    ]
+
+
+def train_mode_modules(model: nn.Module) -> list[str]:
+    """``"Type (name)"`` of each module of :func:`train_mode_named_modules`."""
+    return [
+        f"{type(m).__name__} ({name or 'model'})" for name, m in train_mode_named_modules(model)
     ]
 
 

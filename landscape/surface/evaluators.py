@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from landscape.curvature import train_mode_named_modules
 from landscape.surface.batchnorm import recompute_batch_norm
 from landscape.surface.data import Domain
 from landscape.surface.first_layer import FirstLayer
@@ -41,26 +42,25 @@ from landscape.surface.plane import Plane
 
 __all__ = ["Evaluator", "loss_reduction", "wants_accuracy", "check_mode"]
 
-_MODE_DEPENDENT = (
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    nn.modules.dropout._DropoutNd,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-)
-
 
 def check_mode(model: nn.Module) -> None:
-    """Raise a ``ValueError`` if a module whose behaviour depends on the mode (batch norm,
-    instance norm, dropout) is in training mode; other modules may stay in train mode."""
-    for name, module in model.named_modules():
-        if module.training and isinstance(module, _MODE_DEPENDENT):
-            raise ValueError(
-                f"module {name or type(module).__name__!r} ({type(module).__name__}) is in "
-                "training mode; loss surfaces are evaluated in eval mode: call model.eval() "
-                "first (batch norm then uses the model's running statistics; see "
-                "batch_norm='recompute')"
-            )
+    """Raise a ``ValueError`` if a module that behaves differently in train mode is in it.
+
+    The rule is the package's one (:func:`landscape.curvature.train_mode_named_modules`):
+    dropout with ``p > 0`` (also inside recurrent layers and attention) and normalisation
+    layers that track running statistics; a model in train mode without such modules is
+    accepted (instance norm, or batch norm without running statistics, use the batch's
+    statistics in both modes)."""
+    culprits = train_mode_named_modules(model)
+    if culprits:
+        name, module = culprits[0]
+        more = f" (and {len(culprits) - 1} more)" if len(culprits) > 1 else ""
+        raise ValueError(
+            f"module {name or type(module).__name__!r} ({type(module).__name__}) is in "
+            f"training mode{more}; loss surfaces are evaluated in eval mode: call model.eval() "
+            "first (batch norm then uses the model's running statistics; see "
+            "batch_norm='recompute')"
+        )
 
 
 def loss_reduction(loss_func: nn.Module) -> str:

@@ -134,3 +134,41 @@ def test_vmap_shares_parameters_a_fixed_origin_pins(first_layer, dtype):
     ref, _ = brute_force(model, nn.BCEWithLogitsLoss(), domains, plane, alphas, betas)
     for name in domains:
         np.testing.assert_allclose(one.losses[name], ref[name], rtol=tol, atol=tol)
+
+
+def _in_train_mode(*modules):
+    return nn.Sequential(*modules).double().train()
+
+
+@pytest.mark.parametrize(
+    "model, refused",
+    [
+        (lambda: _in_train_mode(nn.Linear(4, 4), nn.Dropout(0.5)), "Dropout"),
+        (lambda: _in_train_mode(nn.Linear(4, 4), nn.BatchNorm1d(4)), "BatchNorm1d"),
+        (lambda: _in_train_mode(nn.RNN(4, 4, num_layers=2, dropout=0.5)), "RNN"),
+        (lambda: _in_train_mode(nn.MultiheadAttention(4, 2, dropout=0.1)), "MultiheadAttention"),
+        (lambda: _in_train_mode(nn.Linear(4, 4), nn.Dropout(0.0)), None),
+        (lambda: _in_train_mode(nn.Linear(4, 4), nn.BatchNorm1d(4, track_running_stats=False)),
+         None),
+        (lambda: _in_train_mode(nn.Unflatten(1, (1, 4)), nn.InstanceNorm1d(1)), None),
+        (lambda: _in_train_mode(nn.Linear(4, 4)), None),
+    ],
+    ids=["dropout", "batchnorm", "rnn-dropout", "attention-dropout", "dropout-0",
+         "batchnorm-no-stats", "instancenorm", "linear"],
+)  # fmt: skip
+def test_train_mode_follows_the_one_rule(model, refused):
+    """Loss surfaces refuse train mode exactly where landscape.curvature does: a module that
+    behaves differently in it (before: InstanceNorm without running statistics, Dropout(0)
+    and BatchNorm without running statistics were refused, RNN / attention dropout missed)."""
+    from landscape.curvature import check_eval_mode
+    from landscape.surface.evaluators import check_mode
+
+    m = model()
+    if refused is None:
+        check_mode(m)
+        check_eval_mode(m)
+        return
+    with pytest.raises(ValueError, match=rf"\({refused}\) is in training mode.*call model\.eval"):
+        check_mode(m)
+    with pytest.raises(ValueError, match=refused):
+        check_eval_mode(m)
