@@ -184,9 +184,12 @@ def _gaps(theta: np.ndarray, residuals: np.ndarray) -> np.ndarray:
 
 
 def _quadratic(residuals: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-    """Eigenvalue error bounds :math:`\\min(r_i, r_i^2/\\delta_i)` (Kato-Temple / Saad; the
-    Ritz gap may overestimate the true gap early on)."""
-    return np.minimum(residuals, residuals**2 / gaps)
+    r"""Eigenvalue error bounds :math:`\min(r_i, r_i^2/\delta_i)` (Kato-Temple / Saad; the
+    Ritz gap may overestimate the true gap early on). Overlapping intervals give
+    :math:`\delta_i` = ``tiny`` and :math:`r_i^2/\delta_i` = ``inf`` (no overflow warning):
+    the bound is then :math:`r_i`."""
+    with np.errstate(over="ignore", divide="ignore"):
+        return np.minimum(residuals, residuals**2 / gaps)
 
 
 def _tridiagonal_eigh(alpha: list[float], beta: list[float]):

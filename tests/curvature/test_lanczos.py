@@ -115,3 +115,32 @@ def test_top_eigenpairs_of_a_trained_network_match_dense_float64(dtype, params):
     assert error.max() <= allowed, error
     if params == "classifier":
         assert evals[0] / evals[4] > 10  # graded, like a trained head
+
+
+def test_quadratic_bound_of_overlapping_intervals_warns_nothing():
+    """Before: r**2 / tiny overflowed with "RuntimeWarning: overflow encountered in divide"
+    (seen from the inconsistency remedy on a clustered spectrum); the bound is then r."""
+    import warnings
+
+    from landscape.curvature.lanczos import _gaps, _quadratic
+
+    theta, res = np.array([1.0, 1.0 + 1e-9, 2.0]), np.array([1e-3, 1e-3, 1e-12])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gaps = _gaps(theta, res)
+        bound = _quadratic(res, gaps)
+    np.testing.assert_array_equal(bound[:2], res[:2])
+    assert bound[2] <= res[2]
+
+
+def test_curvature_modules_compile_without_warnings():
+    """No invalid escape sequence (SyntaxWarning / DeprecationWarning) in any docstring."""
+    import pathlib
+    import warnings
+
+    import landscape.curvature as C
+
+    for path in sorted(pathlib.Path(C.__file__).parent.glob("*.py")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            compile(path.read_text(), str(path), "exec")
