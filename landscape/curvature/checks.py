@@ -31,6 +31,7 @@ from landscape.losses import loss_name
 __all__ = [
     "Curvature",
     "as_curvature",
+    "as_choice",
     "DETERMINISM_ROWS",
     "check_loss",
     "check_eval_mode",
@@ -71,14 +72,20 @@ class Curvature(str, Enum):
     covariance; PSD)."""
 
 
-def as_curvature(curvature: str | Curvature) -> Curvature:
-    """Parse a curvature name (``"hessian"``, ``"ggn"``, ``"ef"``) or enum member."""
+def as_choice(value, choices: type[Enum], what: str):
+    """The member of the string enum ``choices`` named by ``value`` (its value or the member
+    itself); a one-line ``ValueError`` naming ``what`` and the choices otherwise."""
     try:
-        return Curvature(getattr(curvature, "value", curvature))
+        return choices(getattr(value, "value", value))
     except ValueError:
         raise ValueError(
-            f"unknown curvature {curvature!r}; use one of {', '.join(c.value for c in Curvature)}"
+            f"unknown {what} {value!r}; use one of {', '.join(c.value for c in choices)}"
         ) from None
+
+
+def as_curvature(curvature: str | Curvature) -> Curvature:
+    """Parse a curvature name (``"hessian"``, ``"ggn"``, ``"ef"``) or enum member."""
+    return as_choice(curvature, Curvature, "curvature")
 
 
 def check_loss(loss_func: nn.Module) -> str:

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from landscape.curvature._backpack import BackpackUnsupported, backpack_pass
 from landscape.curvature._setup import Setup, numpy, prepare, rademacher
+from landscape.curvature.checks import as_choice
 from landscape.curvature.operators import Curvature, _to, as_curvature
 from landscape.curvature.results import HessianDiagonalResult
 from landscape.domains import Domains, as_batches
@@ -159,12 +160,7 @@ def diagonal_result(
 
 
 def _as_method(method) -> DiagonalMethod:
-    try:
-        return DiagonalMethod(getattr(method, "value", method))
-    except ValueError:
-        raise ValueError(
-            f"unknown method {method!r}; use one of {', '.join(m.value for m in DiagonalMethod)}"
-        ) from None
+    return as_choice(method, DiagonalMethod, "method")
 
 
 def _plan(setup: Setup, method: DiagonalMethod) -> list[tuple[DiagonalMethod, str]]:
