@@ -107,12 +107,14 @@ def main() -> None:
     if args.quick:
         args.n, args.repeats, args.probes = 256, 2, 20
     if args.threads:
-        torch.set_num_threads(args.threads)
+        from landscape.device import set_threads
+
+        set_threads(args.threads)  # torch and BLAS pools alike
 
     from curvlinops import HessianLinearOperator
 
     from landscape import curvature as C
-    from landscape.curvature.operators import curvature_operator
+    from landscape.curvature import curvature_operator
     from landscape.models import colored_mnist_mlp
 
     torch.manual_seed(args.seed)
@@ -278,7 +280,7 @@ def _float64_reference(model, loss_func, X, y, D):
     """Top-5 Hessian eigenvalues of a float64 copy of the model and data (SciPy eigsh)."""
     import copy
 
-    from landscape.curvature.operators import curvature_operator
+    from landscape.curvature import curvature_operator
 
     model64 = copy.deepcopy(model).double()
     op64 = curvature_operator(model64, loss_func, [(X.double(), y.double())])

@@ -44,7 +44,7 @@ from _data import load_domains  # noqa: E402  (benchmarks/_data.py)
 from torch import nn  # noqa: E402
 
 from landscape.curvature import CurvatureOperator, NoClosedForm  # noqa: E402
-from landscape.device import resolve_device  # noqa: E402
+from landscape.device import resolve_device, set_threads  # noqa: E402
 from landscape.inconsistency import NotPositiveDefiniteError, inconsistency_score  # noqa: E402
 from landscape.models import colored_mnist_mlp  # noqa: E402
 
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)  # torch and BLAS pools alike
     device = resolve_device(args.device)
     n = args.n or (500 if args.quick else 25_000)
     if args.checkpoint:

@@ -108,7 +108,7 @@ def _curvlinops(model, loss_func, data, t_grad, repeats, columns) -> list[list[s
 def _checks(model, loss_func, data, t_grad, repeats) -> list[list[str]]:
     from curvlinops import HessianLinearOperator
 
-    from landscape.curvature.checks import check_deterministic
+    from landscape.curvature import check_deterministic
 
     params = [p for p in model.parameters() if p.requires_grad]
     ours = _time(lambda: check_deterministic(model, data[0]), repeats)
@@ -131,7 +131,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.n, args.repeats = 256, 2
-    torch.set_num_threads(args.threads)
+    from landscape.device import set_threads
+
+    set_threads(args.threads)  # torch and BLAS pools alike
 
     from landscape.models import colored_mnist_mlp
 
