@@ -39,7 +39,7 @@ from landscape.cli._common import (
 # landscape.inconsistency.CheckOptions().steps, stated in the help (spelled out: no torch
 # import to parse; tests/cli/test_score.py keeps them equal). --check-steps passes only an
 # explicit value, so the library's default applies.
-CHECK_STEPS = 10
+CHECK_STEPS = 30
 
 HELP = "inconsistency score I^eps of a checkpoint: pairwise matrix, winning pair, parts, check"
 

@@ -111,14 +111,18 @@ class CheckOptions:
 
     Attributes:
         enabled: run it at all.
-        steps: projected-ascent steps of the search on the winning pair.
+        steps: projected-ascent steps of the search on the winning pair. 30 by default:
+            with the head's cached input a step is cheap (the Colored MNIST head,
+            2 x 25,000 images: the whole check at 30 steps adds 3 s to a 13 s score), and
+            10 steps stop far short (Fishr's head at eps = 1e-3: 0.036 after 10 steps,
+            0.345 after 30).
         restarts: seeded random restarts of the search.
         line_tol: relative precision of the step where ``R_A`` has changed by ``ε``.
         seed: seed of the random restarts.
     """
 
     enabled: bool = True
-    steps: int = 10
+    steps: int = 30
     restarts: int = 0
     line_tol: float = 1e-6
     seed: int = 0

@@ -76,7 +76,7 @@ def inconsistency_score(
     damping: float = 1e-3,
     k: int | None = None,
     check: bool = True,
-    check_steps: int = 10,
+    check_steps: int = 30,
     check_restarts: int = 0,
     solver: str = "lobpcg",
     tol: float = 1e-6,
