@@ -126,7 +126,7 @@ def main(argv=None) -> int:
     timed("head, dense (first call)", params="classifier", method="dense", **common)
     plain = timed("head, dense", params="classifier", method="dense", **common)
     checked = timed(
-        "head, dense, with the empirical check (default 10 ascent steps)",
+        "head, dense, with the empirical check (default 30 ascent steps)",
         params="classifier",
         method="dense",
         **{**common, "check": True},
