@@ -287,7 +287,8 @@ def _backends(model, loss_func, domains, params, settings: ScoreSettings, stack)
         return {d: DiagonalCurvature(h, d, rtol, s.remedy) for d, h in diag.items()}, {}
     backends = {}
     for d, data in domains.items():
-        op = curvature_operator(model, loss_func, data, params, s.curvature)
+        # the products' bar: Lanczos on a whole network runs hundreds of them per domain
+        op = curvature_operator(model, loss_func, data, params, s.curvature, progress=s.progress)
         stack.callback(op.release)
         backends[d] = MatrixFreeCurvature(op, d, remedy=s.remedy, options=s.solver)
     return backends, {}
