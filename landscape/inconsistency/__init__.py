@@ -82,9 +82,6 @@ from landscape.inconsistency.risk import DisplacedRisk
 from landscape.inconsistency.score import ScoreSettings, inconsistency_score
 from landscape.inconsistency.solvers import CountingOperator, RitzPairs, lanczos_ritz
 
-#: the old private name, kept while callers (the CLI) move to :func:`check_epsilon`
-_check_epsilon = check_epsilon
-
 __all__ = [
     "CURVATURES",
     "DIAGONAL_SOURCES",
