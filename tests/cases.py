@@ -64,6 +64,13 @@ def make_mlp(dim=6, hidden=(5, 4), out=1, seed=0, dtype=torch.float64):
     return model.eval()
 
 
+def split(batch, cuts):
+    """``[(X[a:b], y[a:b])]``: one batch ``(X, y)`` cut at the rows ``cuts`` (uneven batches)."""
+    X, y = batch
+    bounds = [0, *cuts, X.shape[0]]
+    return [(X[a:b], y[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
 @dataclass(frozen=True)
 class Case:
     """One model, loss, parameter selection and its domains, built lazily.
@@ -72,57 +79,88 @@ class Case:
         id: readable test id, e.g. ``"mlp-bce-all"``.
         model: ``(dtype) -> nn.Module`` (seeded, eval mode).
         loss: ``() -> nn.Module`` (mean reduction).
-        domains: ``(dtype) -> {name: [(X, y)]}`` (seeded).
+        domains: ``(dtype, **sizes) -> {name: [(X, y)]}`` (seeded; ``sizes`` such as ``n``
+            and ``n_domains`` go to the ``make_*_domains`` constructor).
         params: the selection passed as ``params=`` (``None``, a prefix or names).
+        loss_name: the loss's key, ``"bce"``, ``"ce"`` or ``"mse"``.
     """
 
     id: str
     model: Callable[[torch.dtype], nn.Module]
     loss: Callable[[], nn.Module]
-    domains: Callable[[torch.dtype], dict]
+    domains: Callable[..., dict]
     params: object = None
+    loss_name: str = ""
 
-    def build(self, dtype: torch.dtype = torch.float64, device: str = "cpu"):
-        """``(model, loss_func, domains, params)`` in ``dtype`` on ``device``."""
+    def build(self, dtype: torch.dtype = torch.float64, device: str = "cpu", *, cuts=None, **sizes):
+        """``(model, loss_func, domains, params)`` in ``dtype`` on ``device``.
+
+        ``sizes`` (``n``, ``n_domains``, ...) go to the domain constructor; ``cuts`` maps a
+        domain's name to the rows at which its one batch is cut into uneven batches, e.g.
+        ``cuts={"d0": [11]}`` (see :func:`split`).
+        """
         model = self.model(dtype).to(device)
+        domains = self.domains(dtype, **sizes)
+        for name, rows in (cuts or {}).items():
+            (batch,) = domains[name]
+            domains[name] = split(batch, rows)
         domains = {
             name: [(X.to(device), y.to(device)) for X, y in batches]
-            for name, batches in self.domains(dtype).items()
+            for name, batches in domains.items()
         }
         return model, self.loss(), domains, self.params
 
+    def build_one(self, dtype: torch.dtype = torch.float64, device: str = "cpu", *, n=30,
+                  batches=1):  # fmt: skip
+        """``(model, loss_func, data, params)``: one domain of ``n`` samples as ``data``, in
+        ``batches`` batches of ``ceil(n / batches)`` samples (the last takes the rest)."""
+        size = -(-n // batches)
+        cuts = {"d0": list(range(size, n, size))}
+        model, loss_func, domains, params = self.build(dtype, device, n=n, n_domains=1, cuts=cuts)
+        return model, loss_func, domains["d0"], params
+
+
+def _mlp_case(loss_name, loss, make_domains, out, params=None, suffix="all"):
+    return Case(
+        f"mlp-{loss_name}-{suffix}",
+        lambda dt: make_mlp(out=out, dtype=dt),
+        loss,
+        lambda dt, **sizes: make_domains(dtype=dt, **sizes),
+        params,
+        loss_name,
+    )
+
 
 CASES = [
-    Case(
-        "mlp-bce-all",
-        lambda dt: make_mlp(dtype=dt),
-        lambda: nn.BCEWithLogitsLoss(),
-        lambda dt: make_binary_domains(dtype=dt),
-    ),
-    Case(
-        "mlp-bce-head",
-        lambda dt: make_mlp(dtype=dt),
-        lambda: nn.BCEWithLogitsLoss(),
-        lambda dt: make_binary_domains(dtype=dt),
-        "classifier",
-    ),
-    Case(
-        "mlp-ce-all",
-        lambda dt: make_mlp(out=3, dtype=dt),
-        lambda: nn.CrossEntropyLoss(),
-        lambda dt: make_multiclass_domains(dtype=dt),
-    ),
-    Case(
-        "mlp-ce-head",
-        lambda dt: make_mlp(out=3, dtype=dt),
-        lambda: nn.CrossEntropyLoss(),
-        lambda dt: make_multiclass_domains(dtype=dt),
-        "classifier",
-    ),
-    Case(
-        "mlp-mse-all",
-        lambda dt: make_mlp(out=2, dtype=dt),
-        lambda: nn.MSELoss(),
-        lambda dt: make_regression_domains(dtype=dt),
-    ),
+    _mlp_case("bce", nn.BCEWithLogitsLoss, make_binary_domains, 1),
+    _mlp_case("bce", nn.BCEWithLogitsLoss, make_binary_domains, 1, "classifier", "head"),
+    _mlp_case("ce", nn.CrossEntropyLoss, make_multiclass_domains, 3),
+    _mlp_case("ce", nn.CrossEntropyLoss, make_multiclass_domains, 3, "classifier", "head"),
+    _mlp_case("mse", nn.MSELoss, make_regression_domains, 2),
 ]
+"""Every case; the ``case`` fixture runs each test over all of them."""
+
+_ANY = object()
+
+
+def cases(loss=None, params=_ANY) -> list[Case]:
+    """The cases of :data:`CASES` with this loss key (or keys) and parameter selection.
+
+    ``cases(loss="ce")``, ``cases(loss=("bce", "ce"))``, ``cases(params=None)`` (the whole
+    network of every loss).
+    """
+    losses = (loss,) if isinstance(loss, str) else loss
+    return [
+        c
+        for c in CASES
+        if (losses is None or c.loss_name in losses) and (params is _ANY or c.params == params)
+    ]
+
+
+CASES_BY_LOSS = {c.loss_name: c for c in cases(params=None)}
+"""The whole-network case of each loss: ``{"bce": ..., "ce": ..., "mse": ...}``."""
+
+
+def ids(selection) -> list[str]:
+    """Readable test ids of a list of cases."""
+    return [c.id for c in selection]

@@ -7,6 +7,7 @@ import torch
 
 from tests.cases import (  # noqa: F401  (re-exported for the tests that import them here)
     CASES,
+    CASES_BY_LOSS,
     DEVICES,
     DTYPES,
     make_binary_domains,
@@ -14,6 +15,7 @@ from tests.cases import (  # noqa: F401  (re-exported for the tests that import 
     make_multiclass_domains,
     make_regression_domains,
 )
+from tests.cases import ids as case_ids
 
 
 @pytest.fixture(autouse=True)
@@ -36,4 +38,11 @@ def device(request):
 @pytest.fixture(params=CASES, ids=[c.id for c in CASES])
 def case(request):
     """One :class:`tests.cases.Case` (model × loss × parameters)."""
+    return request.param
+
+
+@pytest.fixture(params=list(CASES_BY_LOSS.values()), ids=case_ids(CASES_BY_LOSS.values()))
+def loss_case(request):
+    """The whole-network :class:`tests.cases.Case` of each loss (for tests that choose the
+    parameter selection themselves)."""
     return request.param

@@ -1,30 +1,25 @@
-"""Shared helpers of the curvature tests: small MLP cases, snapshots, tolerances."""
+"""Shared helpers of the curvature tests: small cases of the registry, snapshots, tolerances."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
-from torch import nn
 
-from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.cases import CASES_BY_LOSS
 
-CASES = {
-    "bce": (nn.BCEWithLogitsLoss, make_binary_domains, 1),
-    "ce": (nn.CrossEntropyLoss, make_multiclass_domains, 3),
-}
+UNEVEN = {"d0": [11]}
+"""Domain d0 in two uneven batches (11 + the rest)."""
 
-PARAMS = [None, "classifier"]
+
+def build_small(case, n: int = 30):
+    """``(model, loss_func, domains, params)`` of a registry case: two domains of ``n``
+    samples, d0 in two uneven batches."""
+    return case.build(n=n, n_domains=2, cuts=UNEVEN)
 
 
 def small_case(loss: str, n: int = 30):
-    """A small MLP and two domains; domain d0 comes in two uneven batches."""
-    loss_cls, make, out = CASES[loss]
-    model = make_mlp(out=out)
-    domains = make(n_domains=2, n=n)
-    X, y = domains["d0"][0]
-    domains["d0"] = [(X[:11], y[:11]), (X[11:], y[11:])]
-    return model, loss_cls(), domains
+    """The whole-network registry case of ``loss``: ``(model, loss_func, domains)``."""
+    return build_small(CASES_BY_LOSS[loss], n)[:3]
 
 
 def snapshot(model):
@@ -48,8 +43,3 @@ def assert_unchanged(model, snap):
 
 def close(a, b, rtol=1e-9, atol=1e-11):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
-
-
-@pytest.fixture(params=["bce", "ce"])
-def case(request):
-    return (request.param, *small_case(request.param))

@@ -22,7 +22,8 @@ from landscape.curvature.closed_form import (
 )
 from landscape.curvature.operators import curvature_operator
 from landscape.params import select_params
-from tests.curvature.test_operators import CASES, HEAD_FORM, _case
+from tests.cases import CASES_BY_LOSS
+from tests.curvature.test_operators import HEAD_FORM, _case
 
 HEAD = ("mlp-bce-head", "mlp-ce-head")
 
@@ -126,8 +127,8 @@ def test_closed_forms_refuse_where_they_would_be_wrong(make, params, curvature, 
     model = make().double().eval()
     for p in model.parameters():
         nn.init.normal_(p, std=0.5)
-    loss_func, make_data, _ = CASES["bce"]
-    data = make_data(n_domains=1, n=20)["d0"]
+    loss_func = CASES_BY_LOSS["bce"].loss
+    data = CASES_BY_LOSS["bce"].domains(torch.float64, n_domains=1, n=20)["d0"]
     expected = ref.dense_curvature(model, loss_func(), data, params, curvature)
     op = curvature_operator(model, loss_func(), data, params, curvature)
     torch.testing.assert_close(op.dense(), expected)

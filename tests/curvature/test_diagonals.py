@@ -10,13 +10,10 @@ from torch import nn
 from landscape import curvature as C
 from landscape.curvature import reference as ref
 from landscape.models import colored_mnist_mlp
-from tests.curvature._common import (  # noqa: F401  (case: a fixture)
-    PARAMS,
-    assert_unchanged,
-    case,
+from tests.curvature._common import (
+    build_small,
     close,
     small_case,
-    snapshot,
 )
 
 
@@ -115,12 +112,12 @@ def test_default_diagonal_works_where_backpack_lacks_a_module(dtype, monkeypatch
     assert np.mean(np.abs(err) <= 4 * se + atol) > 0.95
 
 
-def test_ggn_by_torch_func_matches_backpack(case):  # noqa: F811
+def test_ggn_by_torch_func_matches_backpack(loss_case):
     """The torch.func GGN diagonal (any model) agrees with BackPACK's where both apply."""
     from landscape.curvature._setup import prepare
     from landscape.curvature.diagonals import _ggn_diagonal_func
 
-    loss, model, loss_func, domains = case
+    model, loss_func, domains, _ = build_small(loss_case)
     backpack = C.hessian_diagonal(model, loss_func, domains, method="ggn")
     assert backpack.settings["backend"] == "backpack"
     setup = prepare(model, loss_func, domains, None, "test")

@@ -9,10 +9,8 @@ from torch import nn
 
 from landscape import curvature as C
 from landscape.curvature import reference as ref
-from tests.curvature._common import (  # noqa: F401  (case: a fixture)
-    PARAMS,
+from tests.curvature._common import (
     assert_unchanged,
-    case,
     close,
     small_case,
     snapshot,

@@ -13,21 +13,13 @@ from landscape.curvature.operators import (
     Curvature,
     curvature_operator,
 )
-from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
-
-CASES = {
-    "bce": (nn.BCEWithLogitsLoss, make_binary_domains, 1),
-    "ce": (nn.CrossEntropyLoss, make_multiclass_domains, 3),
-}
+from tests.cases import CASES_BY_LOSS
 
 
 def _case(loss: str, batches: int = 1, dtype=torch.float64, n: int = 30):
-    loss_cls, make, out = CASES[loss]
-    model = make_mlp(out=out, dtype=dtype)
-    X, y = make(n_domains=1, n=n, dtype=dtype)["d0"][0]
-    size = -(-n // batches)
-    data = [(X[i : i + size], y[i : i + size]) for i in range(0, n, size)]
-    return model, loss_cls(), data
+    """The whole-network registry case of ``loss``: ``(model, loss_func, data)``, one domain
+    of ``n`` samples in ``batches`` batches."""
+    return CASES_BY_LOSS[loss].build_one(dtype, n=n, batches=batches)[:3]
 
 
 def _snapshot(model):
@@ -47,11 +39,9 @@ def _assert_unchanged(model, snap):
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("loss", ["bce", "ce"])
-@pytest.mark.parametrize("params", [None, "classifier"], ids=["all", "head"])
 @pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
-def test_matches_reference(loss, params, curvature):
-    model, loss_func, data = _case(loss, batches=1)
+def test_matches_reference(case, curvature):
+    model, loss_func, data, params = case.build_one()
     X, y = data[0]
     expected = ref.dense_curvature(model, loss_func, data, params, curvature)
     grad = ref.gradient(model, loss_func, data, params)
@@ -160,13 +150,12 @@ SUBSETS = {
 }
 
 
-@pytest.mark.parametrize("loss", ["bce", "ce"])
 @pytest.mark.parametrize("subset", list(SUBSETS))
 @pytest.mark.parametrize("curvature", ["hessian", "ggn", "ef"])
-def test_dense_paths_match_reference(loss, subset, curvature):
+def test_dense_paths_match_reference(loss_case, subset, curvature):
     """Every dense path (closed forms, batched products, the loop) against torch.func, over
     three uneven batches; a closed-form pass also gives the exact risk and gradient."""
-    model, loss_func, data = _case(loss)
+    model, loss_func, data, _ = loss_case.build_one()
     params = SUBSETS[subset]
     X, y = data[0]
     batches = [(X[:7], y[:7]), (X[7:20], y[7:20]), (X[20:], y[20:])]

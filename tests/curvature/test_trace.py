@@ -9,13 +9,9 @@ from torch import nn
 
 from landscape import curvature as C
 from landscape.curvature import reference as ref
-from tests.curvature._common import (  # noqa: F401  (case: a fixture)
-    PARAMS,
-    assert_unchanged,
-    case,
+from tests.curvature._common import (
     close,
     small_case,
-    snapshot,
 )
 
 

@@ -9,19 +9,28 @@ from torch import nn
 
 from landscape import curvature as C
 from landscape.curvature import reference as ref
-from tests.curvature._common import (  # noqa: F401  (case: a fixture)
-    PARAMS,
+from tests.cases import CASES
+from tests.curvature._common import (
     assert_unchanged,
-    case,
+    build_small,
     close,
     small_case,
     snapshot,
 )
 
+BACKPACK_MSE = pytest.mark.xfail(
+    strict=True,
+    reason="known defect: method='backpack' returns C^2 times the variance of a mean MSE over "
+    "C outputs (4x on mlp-mse-all); 'linear' and 'per_sample' match the reference",
+)
+VARIANCE_CASES = [
+    pytest.param(c, id=c.id, marks=BACKPACK_MSE if c.loss_name == "mse" else ()) for c in CASES
+]
 
-@pytest.mark.parametrize("params", PARAMS, ids=["all", "head"])
-def test_variances_and_diagonals_match_reference(case, params, tmp_path):  # noqa: F811
-    loss, model, loss_func, domains = case
+
+@pytest.mark.parametrize("case", VARIANCE_CASES)
+def test_variances_and_diagonals_match_reference(case, tmp_path):
+    model, loss_func, domains, params = build_small(case)
     snap = snapshot(model)
     gv = C.gradient_variance(model, loss_func, domains, params)
     gv_raw = C.gradient_variance(model, loss_func, domains, params, centered=False)
