@@ -26,7 +26,7 @@ from landscape.training.penalties import (
     irm_penalty,
     vrex_penalty,
 )
-from tests.cases import make_binary_domains, make_mlp, make_multiclass_domains
+from tests.cases import CASES_BY_LOSS, make_mlp
 
 # ----------------------------------------------------------------------------- references
 
@@ -66,16 +66,16 @@ def brute_fishr(model, batches, loss_func, algorithm, distance="sum", detach=Tru
     return dev.sum() if distance == "sum" else dev.mean()
 
 
-CASES = {
-    "bce": (lambda: make_mlp(out=1), make_binary_domains, nn.BCEWithLogitsLoss),
-    "ce": (lambda: make_mlp(out=3), make_multiclass_domains, nn.CrossEntropyLoss),
-}
+LOSSES = list(CASES_BY_LOSS)
+"""The loss keys of the registry (its whole-network MLP cases)."""
+CLASSIFICATION = [loss for loss in LOSSES if loss in ("bce", "ce")]
+"""The losses Penalties trains with (it logs accuracies; it does not take MSE targets)."""
 
 
 def case(name, n_domains=2, n=64):
-    make_model, make_domains, make_loss = CASES[name]
-    domains = make_domains(n_domains=n_domains, n=n)
-    return make_model(), {k: d[0] for k, d in domains.items()}, make_loss()
+    """The registry's whole-network case of loss ``name``: ``(model, {domain: (X, y)}, loss)``."""
+    model, loss_func, domains, _ = CASES_BY_LOSS[name].build(n_domains=n_domains, n=n)
+    return model, {k: d[0] for k, d in domains.items()}, loss_func
 
 
 def snapshot(model):
@@ -110,7 +110,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("loss", list(CASES))
+@pytest.mark.parametrize("loss", LOSSES)
 def test_domain_variance_matches_brute_force(loss, variant):
     model, batches, loss_func = case(loss)
     X, y = batches["d0"]
@@ -362,7 +362,7 @@ def test_check_algorithm():
 
 @pytest.mark.parametrize("distance", ["sum", "mean"])
 @pytest.mark.parametrize("algorithm", list(FISHR_VARIANTS))
-@pytest.mark.parametrize("loss", list(CASES))
+@pytest.mark.parametrize("loss", CLASSIFICATION)
 def test_penalties_fishr_value_and_gradient(loss, algorithm, distance):
     model, batches, loss_func = case(loss, n_domains=3 if distance == "mean" else 2, n=24)
     snap = snapshot(model)
@@ -381,7 +381,7 @@ def test_penalties_fishr_value_and_gradient(loss, algorithm, distance):
     assert_unchanged(model, snap)
 
 
-@pytest.mark.parametrize("loss", list(CASES))
+@pytest.mark.parametrize("loss", CLASSIFICATION)
 def test_penalties_risks_irm_vrex_and_logs(loss):
     model, batches, loss_func = case(loss, n_domains=3)
     pen = Penalties(model, loss_func, list(batches))
