@@ -201,7 +201,22 @@ def _variance_backpack(setup: Setup, data, progress: bool):
         fallback=_PER_SAMPLE,
         progress=progress,
     )
-    return _combine_moments([(n, e["grad"], e["variance"], e["sum_grad_squared"]) for n, e in runs])
+    N, mean, var, second = _combine_moments(
+        [(n, e["grad"], e["variance"], e["sum_grad_squared"]) for n, e in runs]
+    )
+    c = _outputs_per_sample(setup, data)
+    return N, mean / c, var / c**2, second / c**2
+
+
+def _outputs_per_sample(setup: Setup, data) -> int:
+    """How many times BackPACK's per-sample gradients exceed ours. BackPACK runs the loss
+    sum-reduced, :math:`\\sum_i \\sum_c`; for MSE the per-sample loss here is the mean over
+    the sample's ``C`` outputs (``nn.MSELoss()`` of one sample), so BackPACK's gradients are
+    ``C`` times ours. Cross-entropy losses sum nothing within a sample: 1."""
+    if setup.loss != "mse":
+        return 1
+    _, y = next(iter(as_batches(data)))
+    return max(1, y[0].numel())
 
 
 def _variance_per_sample(setup: Setup, data, chunk_size: int, progress: bool):

@@ -9,7 +9,6 @@ from torch import nn
 
 from landscape import curvature as C
 from landscape.curvature import reference as ref
-from tests.cases import CASES
 from tests.curvature._common import (
     assert_unchanged,
     build_small,
@@ -18,17 +17,7 @@ from tests.curvature._common import (
     snapshot,
 )
 
-BACKPACK_MSE = pytest.mark.xfail(
-    strict=True,
-    reason="known defect: method='backpack' returns C^2 times the variance of a mean MSE over "
-    "C outputs (4x on mlp-mse-all); 'linear' and 'per_sample' match the reference",
-)
-VARIANCE_CASES = [
-    pytest.param(c, id=c.id, marks=BACKPACK_MSE if c.loss_name == "mse" else ()) for c in CASES
-]
 
-
-@pytest.mark.parametrize("case", VARIANCE_CASES)
 def test_variances_and_diagonals_match_reference(case, tmp_path):
     model, loss_func, domains, params = build_small(case)
     snap = snapshot(model)
