@@ -114,7 +114,10 @@ def topk(model, loss, domains, k):
               f"rel. error {abs(ours - exact) / exact:.1e}")  # fmt: skip
     for d in names:
         info = res.solver.get(f"operator {d}", {})
-        print(f"  H_{d}: {info.get('products')} products, converged {info.get('converged')}")
+        worst = max(info.get("lanczos_residuals", [float("nan")]))
+        converged = info.get("lanczos_converged")
+        print(f"  H_{d}: {info.get('products')} products, top-{k} Lanczos converged "
+              f"{converged}, largest residual / lambda_max {worst:.1e}")  # fmt: skip
 
 
 def main(argv=None):
