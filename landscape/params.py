@@ -14,7 +14,8 @@ whatever order the user listed the names in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -86,13 +87,19 @@ def flatten(tensors: dict[str, Tensor] | Sequence[Tensor]) -> Tensor:
     return torch.cat([t.reshape(-1) for t in values])
 
 
+def split(vector, shapes: Mapping[str, Sequence[int]]) -> dict:
+    """Split a flat ``[D]`` vector (a tensor or an array) into parts of ``shapes`` (same order),
+    each a view of ``vector``."""
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    if vector.shape[0] != sum(sizes):
+        raise ValueError(f"vector has {vector.shape[0]} entries, the parameters have {sum(sizes)}")
+    out, start = {}, 0
+    for (name, shape), size in zip(shapes.items(), sizes, strict=True):
+        out[name] = vector[start : start + size].reshape(tuple(shape))
+        start += size
+    return out
+
+
 def unflatten(vector: Tensor, like: dict[str, Tensor]) -> dict[str, Tensor]:
     """Split a ``[D]`` vector into tensors shaped like the values of ``like`` (same order)."""
-    total = num_params(like)
-    if vector.numel() != total:
-        raise ValueError(f"vector has {vector.numel()} entries, the parameters have {total}")
-    out, start = {}, 0
-    for name, p in like.items():
-        out[name] = vector[start : start + p.numel()].view_as(p)
-        start += p.numel()
-    return out
+    return split(vector.reshape(-1), {name: p.shape for name, p in like.items()})

@@ -33,12 +33,11 @@ class _Result(SavedResult):
 
     def unflatten(self, vector: np.ndarray) -> dict[str, np.ndarray]:
         """Split a ``[D]`` vector of this result into ``{parameter name: array}``."""
-        out, start = {}, 0
-        for name, shape in zip(self.param_names, self.param_shapes, strict=True):
-            size = int(np.prod(shape)) if shape else 1
-            out[name] = np.asarray(vector)[start : start + size].reshape(shape)
-            start += size
-        return out
+        from landscape.params import split
+
+        return split(
+            np.asarray(vector), dict(zip(self.param_names, self.param_shapes, strict=True))
+        )
 
 
 @dataclass
