@@ -5,7 +5,9 @@ Each sub-command lives in ``landscape/cli/<name>.py`` with ``HELP`` (one line),
 is done by library calls. Every sub-command also takes ``--threads N`` (torch and BLAS
 threads, :func:`landscape.device.set_threads`), and no option may be abbreviated
 (``--data`` is not read as ``--data-dir``). Errors on bad input print one line
-``landscape <command>: error: ...`` and exit with status 2.
+``landscape <command>: error: ...`` and exit with status 2; ``--out`` is checked writable
+before anything is computed, OS errors exit with 1 and Ctrl-C with 130 (one line each), and
+library warnings print as one line ``landscape: note: ...`` (``landscape/cli/_faults.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib
 import sys
 
 from landscape.cli._common import add_threads_argument
+from landscape.cli._faults import check_writable, one_line_warnings, os_error_line
 
 COMMANDS = ["reproduce", "train", "curvature", "score", "surface", "figures", "data"]
 
@@ -47,16 +50,30 @@ def main(argv: list[str] | None = None) -> int:
 
     The command runs with ``--threads`` threads; the previous thread counts are restored
     when it returns, so calling ``main`` from Python leaves the caller's settings alone.
+    ``--out`` is checked writable before anything is computed. Bad input exits with 2, an
+    OS error (permission, disk full, read-only) with 1 and Ctrl-C with 130, each as one line
+    ``landscape <command>: ...``; what finished stays written (results are written
+    atomically). Library warnings print as one line ``landscape: note: ...`` each.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     from landscape.device import set_threads
 
+    prog = f"landscape {args.command}"
     try:
-        with set_threads(args.threads):
+        with one_line_warnings(), set_threads(args.threads):
+            if getattr(args, "out", None) is not None:
+                check_writable(args.out)
             return int(args._module.run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as err:
         args._parser.error(str(err))  # one line, exit status 2
+    except OSError as err:
+        print(f"{prog}: error: {os_error_line(err)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        where = f"; what finished is kept in {args.out}" if getattr(args, "out", None) else ""
+        print(f"{prog}: interrupted{where}", file=sys.stderr)
+        return 130
     return 2
 
 
