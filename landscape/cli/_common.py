@@ -9,6 +9,8 @@ CURVATURES = ["hessian", "ggn", "ef"]
 #: the remedies of a singular or indefinite ``H_A`` (``landscape.inconsistency.REMEDIES``,
 #: less ``None``)
 REMEDIES = ["damping", "top-k"]
+#: the top-k subspace size of the commands (the README's)
+TOP_K = 20
 
 
 def positive_int(text: str) -> int:
@@ -101,15 +103,19 @@ def add_curvature_argument(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--curvature", choices=CURVATURES, default="hessian", help=help)
 
 
-def add_remedy_arguments(parser, prefix: str = "") -> None:
+def add_remedy_arguments(parser, prefix: str = "", default: str | None = None) -> None:
     """``--remedy``, ``--damping``, ``--k`` of the inconsistency score (``prefix`` starts each
-    help, e.g. ``"inconsistency: "`` where other directions share the command)."""
+    help, e.g. ``"inconsistency: "`` where other directions share the command). With a
+    ``default`` remedy, ``--remedy none`` selects the strict score and ``--k`` defaults to
+    None (the command resolves it: :func:`default_k`)."""
+    strict = "stop and report (none)"
     parser.add_argument(
         "--remedy",
-        choices=REMEDIES,
-        default=None,
+        choices=REMEDIES + ["none"] if default else REMEDIES,
+        default=default,
         help=f"{prefix}when H_A is not positive definite: damping (relative to "
-        "lambda_max(H_A)) or top-k (restrict to its top-k eigenspace); default: stop and report",
+        "lambda_max(H_A)) or top-k (restrict to its top-k eigenspace)"
+        + (f"; none: {strict[:-7]}; default {default}" if default else f"; default: {strict}"),
     )
     parser.add_argument(
         "--damping",
@@ -117,9 +123,18 @@ def add_remedy_arguments(parser, prefix: str = "") -> None:
         default=1e-3,
         help=f"{prefix}relative damping for --remedy damping (default 1e-3)",
     )
+    k_help = f"min({TOP_K}, D - 1) for D parameters" if default else str(TOP_K)
     parser.add_argument(
-        "--k", type=int, default=20, help=f"{prefix}subspace size for --remedy top-k (default 20)"
+        "--k",
+        type=positive_int,
+        default=None if default else TOP_K,
+        help=f"{prefix}subspace size for --remedy top-k (default {k_help})",
     )
+
+
+def default_k(dim: int) -> int:
+    """The ``--k`` of a command with a default remedy: ``min(TOP_K, dim - 1)`` (at least 1)."""
+    return max(1, min(TOP_K, dim - 1))
 
 
 def load_checkpoint(args: argparse.Namespace, **options):

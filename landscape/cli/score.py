@@ -13,9 +13,11 @@ landscape.inconsistency.InconsistencyResult.load) and OUT/score_summary.json.
 
 Methods: dense (exact [D, D] curvature, e.g. --params classifier for Fishr's head),
 matrix-free (LOBPCG on curvature-vector products, whole networks), diagonal (ratios of
-diagonals, what Fishr matches). When H_A is not positive definite the command stops and
-says so; --remedy damping (H_A + damping * lambda_max(H_A) I) or --remedy top-k (the top-k
-eigenspace of H_A) make the problem well-posed, and are recorded.
+diagonals, what Fishr matches). The Hessian H_A of a trained ReLU network is singular or
+indefinite, so by default the score is restricted to the top-k eigenspace of H_A
+(--remedy top-k, k = min(20, D - 1)); --remedy damping uses H_A + damping * lambda_max(H_A) I
+instead, and --remedy none is the strict score, which stops and says so when H_A is not
+positive definite. The remedy used is printed and recorded.
 
 Example:
   CKPT=runs/demo/run/fishr/restart_0/checkpoints/step_00501.safetensors  # after make demo
@@ -72,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_domains_argument(parser)
     add_subsample_argument(parser)
-    add_remedy_arguments(parser)
+    add_remedy_arguments(parser, default="top-k")
     parser.add_argument(
         "--check",
         action=argparse.BooleanOptionalAction,
@@ -107,12 +109,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from landscape.cli._common import load_checkpoint, params_from_args
+    from landscape.cli._common import default_k, load_checkpoint, params_from_args
     from landscape.inconsistency import inconsistency_score
     from landscape.io import write_json
+    from landscape.params import select_params
 
     model, meta, domains, loss_func = load_checkpoint(args, subsample=args.subsample)
     params = params_from_args(args.params)
+    remedy = None if args.remedy == "none" else args.remedy
+    k = args.k
+    if k is None:
+        dim = sum(p.numel() for p in select_params(model, params).values())
+        k = default_k(dim)
     result = inconsistency_score(
         model,
         loss_func,
@@ -122,9 +130,9 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         curvature=args.curvature,
         diagonal_source=args.diagonal_source,
-        remedy=args.remedy,
+        remedy=remedy,
         damping=args.damping,
-        k=args.k,
+        k=k,
         check=args.check,
         solver=args.solver,
         maxiter=args.maxiter,
@@ -133,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         **({} if args.check_steps is None else {"check_steps": args.check_steps}),
     )
     print(result.table())
+    print(remedy_line(result, args))
     out = Path(args.out)
     path = result.save(out / "score")
     summary = result.summary()
@@ -140,3 +149,18 @@ def run(args: argparse.Namespace) -> int:
     write_json(out / "score_summary.json", summary)
     print(f"\nwrote {path}, {path.with_suffix('.npz')} and {out / 'score_summary.json'}")
     return 0
+
+
+def remedy_line(result, args: argparse.Namespace) -> str:
+    """One line saying which remedy the score used and how to choose another."""
+    used = result.remedy or "none"
+    line = f"remedy: {used}"
+    if used == "top-k":
+        line += f" (k={result.k})"
+    elif used == "damping":
+        line += f" (damping {result.damping:g})"
+    if used == "range":
+        line += " (H_A singular, every H_B zero on its null space: exact on its range)"
+    if args.remedy != "none":
+        line += " (--remedy none for the strict score)"
+    return line

@@ -53,3 +53,52 @@ def test_check_steps_reach_the_library_only_when_given(
             "--out", str(tmp_path / "out"), *given]  # fmt: skip
     assert main(argv) == 0
     assert seen.get("check_steps") == passed and seen["check"] is True
+
+
+@pytest.fixture
+def trained_relu(tmp_path):
+    """A small ReLU network trained to a minimum: its Hessian is indefinite."""
+    from torch.nn.functional import binary_cross_entropy_with_logits as bce
+
+    from landscape.checkpoint import save_checkpoint
+    from landscape.data import build_domains, data_spec
+    from landscape.models import MLP
+
+    spec = data_spec("gaussian_classification", n_domains=2, n=40, dim=4)
+    batches = [batch[0] for batch in build_domains(spec).values()]
+    torch.manual_seed(0)
+    model = MLP(5, [6], 1).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(200):
+        opt.zero_grad()
+        sum(bce(model(x), y.double().reshape(-1, 1)) for x, y in batches).backward()
+        opt.step()
+    meta = {"data": spec, "loss": "bce", "train_domains": ["d0", "d1"]}
+    return save_checkpoint(tmp_path / "relu", model, meta)
+
+
+def test_default_remedy_scores_a_trained_relu_network(trained_relu, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "out"
+    assert main(["score", str(trained_relu), "--quiet", "--no-check", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "remedy: top-k (k=20)" in text and "--remedy none" in text
+    saved = json.loads((out / "score_summary.json").read_text())
+    assert saved["remedy"] == "top-k"
+
+
+def test_remedy_none_is_the_strict_score(trained_relu, tmp_path, capsys):
+    argv = ["score", str(trained_relu), "--quiet", "--no-check", "--remedy", "none",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert "indefinite" in line and "--remedy" in line
+
+
+def test_default_k_is_below_the_dimension():
+    from landscape.cli._common import default_k
+
+    assert default_k(43) == 20 and default_k(5) == 4 and default_k(1) == 1
