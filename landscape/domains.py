@@ -126,3 +126,24 @@ def truncate(domains: Domains, n: int | None) -> dict:
         X, y = concat(data)
         out[name] = [(X[:n], y[:n])]
     return out
+
+
+def check_finite(domains: Mapping[str, Iterable[Batch]]) -> None:
+    """Raise one ``ValueError`` naming the first domain, batch and tensor (X or y) that holds a
+    NaN or infinite value (one ``torch.isfinite(...).all()`` per floating tensor).
+
+    >>> check_finite({"a": [(torch.ones(2, 3), torch.zeros(2))]})
+    >>> check_finite({"a": [(torch.tensor([[1.0, float("nan")]]), torch.zeros(1))]})
+    Traceback (most recent call last):
+    ...
+    ValueError: domain 'a': batch 0 has NaN or infinite values in its inputs X; remove or \
+replace them before the analysis
+    """
+    for name, data in domains.items():
+        for i, (X, y) in enumerate(data):
+            for label, t in (("inputs X", X), ("targets y", y)):
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise ValueError(
+                        f"domain {name!r}: batch {i} has NaN or infinite values in its {label}; "
+                        "remove or replace them before the analysis"
+                    )

@@ -37,10 +37,13 @@ class DisplacedRisk:
     evaluation and described by :attr:`evaluator`.
     """
 
-    def __init__(self, model, loss_func, data, params=None, *, head: bool = True):
+    def __init__(
+        self, model, loss_func, data, params=None, *, head: bool = True, name: str = "domain"
+    ):
+        self.name = name
         self.model = model
         self.loss_func = loss_func
-        self.batches = as_batches(data)
+        self.batches = as_batches(data, name)
         selected = select_params(model, params)
         self.like = {n: p.detach() for n, p in selected.items()}
         self.fixed = {n: p.detach() for n, p in model.named_parameters() if n not in selected}
@@ -95,6 +98,21 @@ class DisplacedRisk:
         y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
         return X, y
 
+    def _check(self, value: float, x) -> None:
+        """One ``ValueError`` naming the domain and where, if ``value`` is NaN or infinite."""
+        if math.isfinite(value):
+            return
+        if x is None or not np.any(np.asarray(x)):
+            raise ValueError(
+                f"domain {self.name!r}: the risk at theta* (the unmoved weights) is {value}: "
+                "the model's output is not finite there; check the weights and the data"
+            )
+        raise ValueError(
+            f"domain {self.name!r}: the risk is {value} at weights displaced by "
+            f"|x| = {float(np.linalg.norm(np.asarray(x, dtype=np.float64))):.3g} from theta*; "
+            "use a smaller epsilon"
+        )
+
     def value(self, x=None) -> float:
         """:math:`R_e(\\theta^* + x)` (``x=None``: at :math:`\\theta^*`)."""
         total = 0.0
@@ -103,8 +121,7 @@ class DisplacedRisk:
                 total += float(self.loss_func(out, y)) * n
         self.evaluations += 1
         value = total / self.num_samples
-        if not math.isfinite(value):
-            raise ValueError("the risk is NaN or infinite at the displaced weights")
+        self._check(value, x)
         return value
 
     def value_and_grad(self, x=None) -> tuple[float, np.ndarray]:
@@ -119,6 +136,5 @@ class DisplacedRisk:
                 grad += w * g
             total += float(loss.detach()) * w
         self.evaluations += 1
-        if not math.isfinite(total):
-            raise ValueError("the risk is NaN or infinite at the displaced weights")
+        self._check(total, x)
         return total, grad.detach().to("cpu", torch.float64).numpy()

@@ -180,7 +180,8 @@ def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
     import torch
 
     from landscape.curvature import MAX_DENSE_DIM, check_eval_mode, check_loss
-    from landscape.domains import check_domains
+    from landscape.curvature._setup import check_finite_output
+    from landscape.domains import check_domains, check_finite
     from landscape.params import select_params
 
     domains = check_domains(domains, min_domains=2, what="the inconsistency score")
@@ -188,6 +189,9 @@ def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     check_loss(loss_func)
     check_eval_mode(model)
+    check_finite(domains)
+    for name, data in domains.items():
+        check_finite_output(model, name, next(iter(data)))
     selected = select_params(model, params)
     dim = sum(p.numel() for p in selected.values())
     if settings.method == "dense" and dim > MAX_DENSE_DIM:
@@ -218,12 +222,14 @@ def _score(model, loss_func, domains, selected, settings: ScoreSettings, t_start
     from landscape.domains import num_samples
 
     names, params = list(domains), list(selected)  # params resolved to exact names
-    evaluators = {d: DisplacedRisk(model, loss_func, domains[d], params) for d in names}
+    evaluators = {d: DisplacedRisk(model, loss_func, domains[d], params, name=d) for d in names}
     pairs = [(a, b) for a in names for b in names if a != b]
+    at_theta = {}
+    if settings.method != "dense" or settings.check.enabled:  # before the curvature work
+        at_theta = {d: evaluators[d].value_and_grad(None) for d in names}
     with contextlib.ExitStack() as stack:
-        backends, at_theta = _backends(model, loss_func, domains, params, settings, stack)
-        if settings.method != "dense" or settings.check.enabled:
-            at_theta = {d: evaluators[d].value_and_grad(None) for d in names}
+        backends, dense_at_theta = _backends(model, loss_func, domains, params, settings, stack)
+        at_theta = at_theta or dense_at_theta
         eigs = _solve_pairs(backends, pairs, settings)
         solver_info = {f"{a} -> {b}": eig.record() for (a, b), eig in eigs.items()}
         for d, backend in backends.items():
@@ -278,6 +284,12 @@ def _backends(model, loss_func, domains, params, settings: ScoreSettings, stack)
     s, rtol = settings, settings.solver.rtol
     if s.method == "dense":
         mats = dense_curvatures(model, loss_func, domains, params, s.curvature)
+        for d, (_, risk, _) in mats.items():
+            if not math.isfinite(float(risk)):
+                raise ValueError(
+                    f"domain {d!r}: the risk at theta* (the unmoved weights) is {float(risk)}: "
+                    "the model's output is not finite there; check the weights and the data"
+                )
         backends = {d: DenseCurvature(H, d, rtol, s.remedy) for d, (H, _, _) in mats.items()}
         return backends, {d: (risk, grad) for d, (_, risk, grad) in mats.items()}
     if s.method == "diagonal":

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from landscape.domains import check_domains, concat
+from landscape.domains import check_domains, check_finite, concat
 
 __all__ = ["Domain", "prepare_domains"]
 
@@ -72,6 +72,7 @@ def prepare_domains(
         dtype: the dtype of floating inputs and targets.
     """
     checked = check_domains(domains, what="loss_surface")
+    check_finite(checked)
 
     def move(t):
         t = t.to(device)

@@ -116,3 +116,14 @@ def test_curvature_command(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["curvature", str(tmp_path / "missing.safetensors"), "--quiet"])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_non_finite_output_at_theta_star_names_the_domain():
+    model, loss_func, domains = small_case("bce")
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("inf"))
+    for call in (C.gradient_variance, C.hessian_diagonal):
+        with pytest.raises(
+            ValueError, match=r"domain 'd0': the model's output is not finite at theta\*"
+        ):
+            call(model, loss_func, domains)

@@ -147,3 +147,44 @@ def test_bad_input_messages():
     dropout = nn.Sequential(model, nn.Dropout(0.1)).train()  # behaves differently in train mode
     with pytest.raises(ValueError, match="train mode"):
         inconsistency_score(dropout, loss, domains, 0.1)
+
+
+class _Root(nn.Module):
+    """``sqrt(x)``: finite on the first batch, NaN on a negative input of a later one."""
+
+    def forward(self, x):
+        return torch.sqrt(x)
+
+
+@pytest.mark.parametrize(
+    ("method", "check"), [("dense", False), ("dense", True), ("matrix-free", False)]
+)
+def test_nan_risk_at_theta_star_names_the_domain_not_displaced_weights(method, check):
+    g = torch.Generator().manual_seed(0)
+    model = nn.Sequential(_Root(), nn.Linear(3, 1)).double().eval()
+    domains = {
+        d: [
+            (
+                torch.rand(20, 3, generator=g, dtype=torch.float64),
+                torch.zeros(20, 1, dtype=torch.float64),
+            )
+            for _ in range(2)
+        ]
+        for d in ("e0", "e1")
+    }
+    domains["e1"][1][0][0, 0] = -1.0  # finite input, NaN output
+    with pytest.raises(
+        ValueError,
+        match=r"domain 'e1': the risk at theta\* \(the unmoved weights\) is nan: the model's "
+        "output is not finite",
+    ):
+        inconsistency_score(
+            model,
+            nn.MSELoss(),
+            domains,
+            0.1,
+            method=method,
+            check=check,
+            remedy="damping",
+            progress=False,
+        )

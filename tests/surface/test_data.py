@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -40,3 +41,17 @@ def test_subsample_is_seeded_and_evaluates_the_drawn_samples():
         model, nn.BCEWithLogitsLoss(), domains, dirs, grid=(-1, 1, 3), subsample=500, progress=False
     )
     assert full.num_samples["d0"] == 50
+
+
+def test_nan_targets_are_named_before_any_grid_point():
+    model = make_mlp(dim=10)
+    domains = make_binary_domains(2, n=20, dim=10)
+    X, y = domains["d1"][0]
+    y = y.clone()
+    y[3] = float("nan")
+    domains["d1"] = [(X, y)]
+    dirs = random_directions(model, seed=0)
+    with pytest.raises(
+        ValueError, match="domain 'd1': batch 0 has NaN or infinite values in its targets y"
+    ):
+        loss_surface(model, nn.BCEWithLogitsLoss(), domains, dirs, grid=(-1, 1, 3), progress=False)
