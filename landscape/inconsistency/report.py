@@ -20,26 +20,50 @@ def short_names(names: Sequence[str]) -> str:
     return ", ".join(names) if len(names) <= 4 else f"{', '.join(names[:3])}, ... ({len(names)})"
 
 
+#: significant digits of every number in the table
+DIGITS = 6
+
+
+def num(x) -> str:
+    """One number as the table prints it: ``DIGITS`` significant digits.
+
+    >>> num(0.00523975123), num(-1.5e-7), num(12)
+    ('0.00523975', '-1.5e-07', '12')
+    """
+    return f"{x:.{DIGITS}g}"
+
+
+def columns(rows: list[list[str]], align: str) -> list[str]:
+    """Rows of cells as lines: each column as wide as its widest cell, two spaces apart
+    (``align``: ``<`` or ``>`` per column), so that cells never run together.
+
+    >>> columns([["", "a", "b"], ["a", "0.001", "-0.00523975"]], "<>>")
+    ['       a            b', 'a  0.001  -0.00523975']
+    """
+    widths = [max(len(row[c]) for row in rows) for c in range(len(align))]
+    return [
+        "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
 def table(result) -> str:
     """Settings, per-domain facts, the pairwise matrices, the winning pair per ``ε`` and the
     solver's warnings, as lines of text."""
-    width = max(10, *(len(d) + 2 for d in result.domains))
-    lines = _settings(result) + [""] + _domains(result, width)
-    lines += _matrix("risk gap R_B - R_A", result.risk_gap, result.domains, width)
-    lines += _matrix(
-        "generalized eigenvalue lambda_max(H_B, H_A)", result.eigenvalues, result.domains, width
-    )
+    names = result.domains
+    lines = _settings(result) + [""] + _domains(result)
+    lines += _matrix("risk gap R_B - R_A", result.risk_gap, names)
+    lines += _matrix("generalized eigenvalue lambda_max(H_B, H_A)", result.eigenvalues, names)
     for e, eps in enumerate(result.epsilon):
-        lines += _matrix(f"pairwise value at eps={eps:g}", result.values[e], result.domains, width)
+        lines += _matrix(f"pairwise value at eps={eps:g}", result.values[e], names)
         if result.check is not None:
             lines += _matrix(
                 f"empirical |R_B - R_A(theta*)| where R_A changed by eps={eps:g} along the"
                 " maximiser",
                 np.asarray(result.check["line_value"])[e],
-                result.domains,
-                width,
+                names,
             )
-    lines += ["", "winning pair and its parts"] + _winners(result, width) + _footer(result)
+    lines += ["", "winning pair and its parts"] + _winners(result) + _footer(result)
     return "\n".join(lines)
 
 
@@ -56,48 +80,46 @@ def _settings(result) -> list[str]:
     ]
 
 
-def _domains(result, width: int) -> list[str]:
-    lines = [f"{'domain':<{width}}{'N':>8}{'risk':>12}{'|grad|':>12}  H_A"]
+def _domains(result) -> list[str]:
+    rows = [["domain", "N", "risk", "|grad|", "H_A"]]
     for d in result.domains:
         info = result.definiteness.get(d, {})
         lo, hi = info.get("min_eigenvalue", float("nan")), info.get("max_eigenvalue", 0)
-        lines.append(
-            f"{d:<{width}}{result.num_samples.get(d, 0):>8}{result.risks[d]:>12.6g}"
-            f"{result.gradient_norms[d]:>12.4g}  {info.get('status', '?')} "
-            f"(min {lo:.3g}, max {hi:.3g}, {info.get('how', '')})"
-        )
-    return lines
+        rows.append([
+            d, str(result.num_samples.get(d, 0)), num(result.risks[d]),
+            num(result.gradient_norms[d]),
+            f"{info.get('status', '?')} (min {num(lo)}, max {num(hi)}, {info.get('how', '')})",
+        ])  # fmt: skip
+    return columns(rows, "<>>><")
 
 
-def _matrix(title: str, M: np.ndarray, names: list[str], width: int) -> list[str]:
-    lines = ["", f"{title} (rows A, columns B)"]
-    lines.append(" " * width + "".join(f"{d:>{width}}" for d in names))
-    for i, a in enumerate(names):
-        lines.append(f"{a:<{width}}" + "".join(f"{M[i, j]:>{width}.6g}" for j in range(len(names))))
-    return lines
+def _matrix(title: str, M: np.ndarray, names: list[str]) -> list[str]:
+    rows = [["", *names]]
+    rows += [[a, *(num(M[i, j]) for j in range(len(names)))] for i, a in enumerate(names)]
+    return ["", f"{title} (rows A, columns B)"] + columns(rows, "<" + ">" * len(names))
 
 
-def _winners(result, width: int) -> list[str]:
-    head = f"{'eps':>10}  {'pair (A -> B)':<{2 * width}}{'score':>12}{'risk gap':>12}"
-    head += f"{'curvature':>12}"
-    if result.check is not None:
-        head += f"{'line':>12}{'search':>12}{'empirical':>12}"
-    lines = [head + f"{'g_A.theta':>12}{'g_B.theta':>12}"]
+def _winners(result) -> list[str]:
+    check = result.check is not None
+    head = ["eps", "pair (A -> B)", "score", "risk gap", "curvature"]
+    head += ["line", "search", "empirical"] if check else []
+    rows = [[*head, "g_A.theta", "g_B.theta"]]
     idx = {d: i for i, d in enumerate(result.domains)}
     for e, (eps, score, (a, b)) in enumerate(
         zip(result.epsilon, result.scores, result.winning_pairs, strict=True)
     ):
         i, j = idx[a], idx[b]
-        row = f"{eps:>10.4g}  {a + ' -> ' + b:<{2 * width}}{score:>12.6g}"
-        row += f"{result.risk_gap[i, j]:>12.4g}{result.curvature_term[e, i, j]:>12.4g}"
-        if result.check is not None:
-            row += f"{np.asarray(result.check['line_value'])[e, i, j]:>12.4g}"
-            row += f"{np.asarray(result.check['search_value'])[e]:>12.4g}"
-            row += f"{np.asarray(result.check['empirical_score'])[e]:>12.4g}"
-        row += f"{result.first_order[e, 0]:>12.3g}{result.first_order[e, 1]:>12.3g}"
+        row = [num(eps), f"{a} -> {b}", num(score), num(result.risk_gap[i, j])]
+        row.append(num(result.curvature_term[e, i, j]))
+        if check:
+            row.append(num(np.asarray(result.check["line_value"])[e, i, j]))
+            row.append(num(np.asarray(result.check["search_value"])[e]))
+            row.append(num(np.asarray(result.check["empirical_score"])[e]))
+        rows.append(row + [num(result.first_order[e, 0]), num(result.first_order[e, 1])])
+    lines = columns(rows, "><" + ">" * (len(rows[0]) - 2))
+    for e in range(len(result.epsilon)):
         if result.from_diagonal[e]:
-            row += "  (every A != B value is below eps: score = eps)"
-        lines.append(row)
+            lines[e + 1] += "  (every A != B value is below eps: score = eps)"
     return lines
 
 
