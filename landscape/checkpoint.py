@@ -10,6 +10,7 @@ authoritative one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -27,11 +28,29 @@ from landscape.models import build_model
 FORMAT = "landscape-checkpoint"
 FORMAT_VERSION = 1
 
+#: Metadata key of the SHA-256 of the tensors (:func:`tensors_sha256`), checked on load.
+CHECKSUM_KEY = "tensors_sha256"
+
+
+def tensors_sha256(tensors: dict[str, Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and raw bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
 
 def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor], metadata: dict) -> Path:
-    """Write tensors and JSON metadata to a safetensors file, atomically."""
+    """Write tensors and JSON metadata to a safetensors file, atomically.
+
+    The metadata stored gets :data:`CHECKSUM_KEY`, the tensors' SHA-256, checked by
+    :func:`load_tensors`.
+    """
     path = Path(path)
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    metadata = {**metadata, CHECKSUM_KEY: tensors_sha256(flat)}
     blob = st_save(flat, metadata={"landscape": json.dumps(metadata, allow_nan=True)})
     atomic_write(path, lambda f: f.write(blob))
     return path
@@ -53,9 +72,23 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """``(tensors, metadata)`` from a file written by :func:`save_tensors`."""
+    """``(tensors, metadata)`` from a file written by :func:`save_tensors`.
+
+    Raises:
+        ValueError: the tensors do not match the checksum stored with them (files written
+            before checksums were stored have none and load unchecked).
+    """
     metadata = read_metadata(path)
-    tensors = st_load(Path(path).read_bytes())
+    try:
+        tensors = st_load(Path(path).read_bytes())
+    except (SafetensorError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors checkpoint ({err})") from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensors_sha256(tensors) != expected:
+        raise ValueError(
+            f"{path} is corrupted: its tensors do not match the checksum saved with them; "
+            "delete it and re-run the command that wrote it"
+        )
     return {k: v.to(device) for k, v in tensors.items()}, metadata
 
 
@@ -81,7 +114,9 @@ def save_checkpoint(
         path = path.with_name(path.name + ".safetensors")
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **(metadata or {})}
     meta["model_spec"] = spec
-    save_tensors(path, model.state_dict(), meta)
+    state = model.state_dict()
+    meta[CHECKSUM_KEY] = tensors_sha256(state)
+    save_tensors(path, state, meta)
     write_json(path.with_suffix(".json"), meta)
     return path
 
