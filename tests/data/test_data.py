@@ -334,8 +334,8 @@ def test_colored_mnist_spec_is_complete_and_json():
 
 
 @pytest.fixture
-def fake_cache(tmp_path):
-    """A full-size MNIST-shaped cache of fake digits in ``tmp_path``."""
+def fake_cache(tmp_path, monkeypatch):
+    """A full-size MNIST-shaped cache of fake digits in ``tmp_path`` (digests pinned to it)."""
     images = np.zeros((60_000, 28, 28), np.uint8)
     rng = np.random.default_rng(0)
     images[:, 4:24:2, 4:24:2] = rng.integers(0, 256, (60_000, 10, 10), dtype=np.uint8)
@@ -349,6 +349,10 @@ def fake_cache(tmp_path):
             "test_labels": labels[:10_000],
         },
     )
+    raw = {"train_images": images, "train_labels": labels, "test_images": images[:10_000]}
+    raw["test_labels"] = labels[:10_000]
+    pinned = {k: mnist_module.sha256_array(v.astype(np.uint8)) for k, v in raw.items()}
+    monkeypatch.setattr(mnist_module, "ARRAY_SHA256", pinned)
     return tmp_path, images, labels
 
 
