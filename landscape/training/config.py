@@ -409,15 +409,29 @@ class TrainConfig:
         """See :meth:`ProtocolConfig.resets_optimizer_at`."""
         return self.protocol.resets_optimizer_at(algorithm, step)
 
-    def differing_key(self, stored: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
-        """The first key (sorted) where ``stored`` (a ``config.json``) differs from this
-        config in a way that changes finished numbers (:data:`RESUME_FREE_KEYS` may differ),
-        as ``(key, stored value, current value)``; ``None`` when they agree."""
+    def differing_keys(self, stored: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+        """Every key (sorted) where ``stored`` (a ``config.json`` or a saved state's config)
+        differs from this config in a way that changes finished numbers
+        (:data:`RESUME_FREE_KEYS` may differ), as ``(key, stored value, current value)``."""
         current = self.to_dict()
+        found = []
         for key in sorted(set(stored) | set(current)):
             if key in RESUME_FREE_KEYS:
                 continue
             old, new = stored.get(key, "<missing>"), current.get(key, "<missing>")
             if old != new:
-                return key, old, new
-        return None
+                found.append((key, old, new))
+        return found
+
+    def differing_key(self, stored: Mapping[str, Any]) -> tuple[str, Any, Any] | None:
+        """The first of :meth:`differing_keys`; ``None`` when they agree."""
+        found = self.differing_keys(stored)
+        return found[0] if found else None
+
+    def describe_differences(self, stored: Mapping[str, Any]) -> str | None:
+        """``"lr: saved 0.001, now 0.0005; steps: ..."`` for :meth:`differing_keys`, or
+        ``None`` when they agree."""
+        found = self.differing_keys(stored)
+        if not found:
+            return None
+        return "; ".join(f"{key}: saved {old!r}, now {new!r}" for key, old, new in found)

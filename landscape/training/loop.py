@@ -26,7 +26,7 @@ from typing import Any
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landscape.checkpoint import load_tensors, save_checkpoint, save_tensors
+from landscape.checkpoint import load_tensors, read_metadata, save_checkpoint, save_tensors
 from landscape.device import resolve_device
 from landscape.domains import check_domains, concat
 from landscape.io import atomic_write
@@ -135,13 +135,38 @@ def train(
 
 
 def _check_same_config(folder: RunFolder, config: TrainConfig) -> None:
-    differing = config.differing_key(folder.read_config())
-    if differing is not None:
-        key, old, new = differing
+    _refuse_other_config(config, folder.read_config(), folder.config_path)
+
+
+def _refuse_other_config(config: TrainConfig, saved: Any, source: Path) -> None:
+    """One-line ``ValueError`` when ``saved`` (a config as a dict) differs from ``config``
+    in a key that changes finished numbers (see :meth:`TrainConfig.differing_keys`)."""
+    if not isinstance(saved, dict):
         raise ValueError(
-            f"{folder.root} holds a run with another configuration: {key} is {old!r} there and "
-            f"{new!r} now; pass the same settings to resume, or choose another output folder"
+            f"{source} records no training configuration, so it cannot be resumed; "
+            "choose another output folder (--out)"
         )
+    differences = config.describe_differences(saved)
+    if differences is not None:
+        raise ValueError(
+            f"{source} was written with another configuration ({differences}); pass the same "
+            "options to resume it, or choose another output folder (--out)"
+        )
+
+
+def _check_saved_files(config, folder: RunFolder, algo: str, k: int, state_meta) -> None:
+    """Refuse to resume ``(algo, k)`` from a state or checkpoints another run wrote."""
+    _refuse_other_config(config, state_meta.get("config"), folder.state_path(algo, k))
+    for step in folder.checkpoint_steps(algo, k):
+        path = folder.checkpoint_path(algo, k, step)
+        meta = read_metadata(path)
+        if meta.get("algorithm") != algo or meta.get("restart") != k:
+            raise ValueError(
+                f"{path} is a checkpoint of {meta.get('algorithm')} restart "
+                f"{meta.get('restart')}, not of {algo} restart {k}; choose another output "
+                "folder (--out)"
+            )
+        _refuse_other_config(config, meta.get("hyperparameters"), path)
 
 
 def _train_all(config, folder, data, data_dir, device, *, progress, resume, callback):
@@ -173,6 +198,7 @@ def _train_one(
     tensors = meta = None
     if resume and state_file.is_file():
         tensors, meta = load_tensors(state_file)
+        _check_saved_files(config, folder, algo, k, meta)
         if meta.get("finished"):
             bar.update(config.steps)
             return meta["final_row"]

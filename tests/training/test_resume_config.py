@@ -1,0 +1,46 @@
+"""Resuming refuses states and checkpoints another configuration wrote (issue 16 item 1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from landscape.checkpoint import load_tensors, save_tensors
+from landscape.training import checkpoint_path, run_dir, train
+from tests.training import test_train as base
+
+
+def test_states_of_another_config_are_refused_not_reported(tmp_path):
+    """Issue 16 item 1: a restart left by a run with another lr is not resumed as ours."""
+    config = base.tiny_config(algorithms=["erm"], steps=2, restarts=2)
+    train(config, tmp_path, progress=False)
+    other = base.dataclass_replace(config, lr=0.5, restarts=1)
+    train(other, tmp_path, progress=False, resume=False)  # restart 1 keeps lr 0.01's state
+    more = base.dataclass_replace(other, restarts=2)
+    with pytest.raises(ValueError, match=r"erm/restart_1/state\.safetensors was written with "
+                       r"another configuration \(lr: saved 0\.01, now 0\.5\)"):  # fmt: skip
+        train(more, tmp_path, progress=False)
+
+
+def test_state_whose_config_differs_from_config_json_is_refused(tmp_path):
+    """A folder written by someone else: config.json agrees, the state does not."""
+    config = base.tiny_config(algorithms=["erm"], steps=3, state_every=1)
+    with pytest.raises(base.Interrupt):
+        train(config, tmp_path, progress=False, callback=base._stop_at(2))
+    state = run_dir(tmp_path, "erm", 0) / "state.safetensors"
+    tensors, meta = load_tensors(state)
+    save_tensors(state, tensors, {**meta, "config": {**meta["config"], "steps": 7, "lr": 0.2}})
+    with pytest.raises(ValueError, match=r"lr: saved 0\.2, now 0\.01; steps: saved 7, now 3"):
+        train(config, tmp_path, progress=False)
+
+
+def test_checkpoint_of_another_config_is_refused(tmp_path):
+    config = base.tiny_config(algorithms=["erm"], steps=3, state_every=1, checkpoint_steps=[1])
+    with pytest.raises(base.Interrupt):
+        train(config, tmp_path, progress=False, callback=base._stop_at(2))
+    path = checkpoint_path(tmp_path, "erm", 0, 1)
+    tensors, meta = load_tensors(path)
+    meta["hyperparameters"] = {**meta["hyperparameters"], "seed": 9}
+    save_tensors(path, tensors, meta)
+    with pytest.raises(ValueError, match=r"step_00001\.safetensors was written with another "
+                       r"configuration \(seed: saved 9, now 0\)"):  # fmt: skip
+        train(config, tmp_path, progress=False)
