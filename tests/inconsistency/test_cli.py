@@ -75,7 +75,7 @@ def test_cli_score_writes_the_result(checkpoint, tmp_path, capsys):
         (["--epsilon", "0"], "epsilon must be > 0"),
         (["--domains", "d0"], "needs at least 2 domains"),
         (["--domains", "d0", "d9"], "unknown domain 'd9'"),
-        (["--method", "matrix-free", "--check"], "--remedy damping|top-k"),
+        (["--method", "matrix-free", "--check", "--remedy", "none"], "--remedy damping|top-k"),
     ],
 )
 def test_cli_score_errors(checkpoint, tmp_path, capsys, args, message):
