@@ -20,12 +20,14 @@ class NotWritableError(OSError):
 
 
 def check_writable(folder: str | os.PathLike) -> None:
-    """Create ``folder`` and write and remove a probe file in it, before any computation.
+    """Write and remove a probe file in ``folder`` before any computation; folders created
+    for the probe are removed again (a command that then stops on bad input leaves nothing).
 
     Raises:
         NotWritableError: the folder cannot be created or written (one line naming it).
     """
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     probe = folder / f".landscape-probe-{os.getpid()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -41,6 +43,9 @@ def check_writable(folder: str | os.PathLike) -> None:
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 def os_error_line(err: OSError) -> str:

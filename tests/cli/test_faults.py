@@ -114,3 +114,10 @@ def test_library_warnings_are_one_line_notes(checkpoint, tmp_path, monkeypatch, 
         assert _score(checkpoint, tmp_path / "out") == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["landscape: note: first line of a note"]
+
+
+def test_the_probe_leaves_no_folder_behind(tmp_path, capsys):
+    out = tmp_path / "a" / "b"
+    with pytest.raises(SystemExit):  # bad input after the probe: nothing is left
+        main(["score", str(tmp_path / "missing.safetensors"), "--out", str(out)])
+    assert not (tmp_path / "a").exists()
