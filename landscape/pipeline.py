@@ -336,3 +336,74 @@ def summary(analysis_dir: str | os.PathLike) -> str:
                 f" | {res.gradient_norms[a]:.3g}, {res.gradient_norms[b]:.3g} |"
             )
     return "\n".join(lines) + "\n"
+
+
+#: the files that mark the output folder of ``landscape score`` / ``surface`` / ``curvature``
+OUTPUT_MARKERS = {
+    "score": ("score.json", "score.npz"),
+    "surface": ("surface.json", "surface.npz"),
+    "curvature": ("curvature_summary.json",),
+}
+
+
+def output_kinds(folder: str | os.PathLike) -> list[str]:
+    """Which command outputs ``folder`` holds (``"score"``, ``"surface"``, ``"curvature"``),
+    detected by the files present; empty for any other folder (e.g. a run folder)."""
+    folder = Path(folder)
+    return [k for k, files in OUTPUT_MARKERS.items() if all((folder / f).is_file() for f in files)]
+
+
+def draw_output_figures(folder: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
+    """Draw the figures of the ``landscape score`` / ``surface`` / ``curvature`` outputs in
+    ``folder`` (:func:`output_kinds`) into ``out_dir``; returns the paths.
+
+    Raises:
+        FileNotFoundError: ``folder`` holds none of them.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder, out_dir = Path(folder), Path(out_dir)
+    kinds = output_kinds(folder)
+    if not kinds:
+        expected = ", ".join(" + ".join(f) for f in OUTPUT_MARKERS.values())
+        raise FileNotFoundError(f"{folder} holds no results to draw (expected {expected})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, fig in _output_figures(folder, kinds):
+        path = out_dir / name
+        fig.savefig(path)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _output_figures(folder: Path, kinds: list[str]):
+    """``(file name, figure)`` for each output of ``kinds`` in ``folder``."""
+    from landscape.io import read_json
+    from landscape.plot import plot_curvature, plot_pairwise, plot_score_parts, plot_surface
+
+    if "score" in kinds:
+        from landscape.inconsistency import InconsistencyResult
+
+        res = InconsistencyResult.load(folder / "score")
+        yield "score_parts.png", plot_score_parts({folder.name or "score": res})[0]
+        yield "score_pairs.png", plot_pairwise(res)[0]
+    if "surface" in kinds:
+        from landscape.surface import SurfaceResult
+
+        res = SurfaceResult.load(folder / "surface")
+        domains = [d for d in res.domains if not d.startswith("-")] or res.domains
+        yield "surface.png", plot_surface(res, domains=domains)[0]
+    if "curvature" in kinds:
+        from landscape.curvature import results
+        from landscape.plot.curvature import can_plot_curvature
+
+        for file in read_json(folder / "curvature_summary.json").get("files", []):
+            stem = folder / Path(file).with_suffix("").name
+            kind = read_json(stem.with_suffix(".json")).get("type")
+            res = getattr(results, str(kind)).load(stem) if hasattr(results, str(kind)) else None
+            if res is not None and can_plot_curvature(res):
+                yield f"curvature_{stem.name}.png", plot_curvature(res)[0]

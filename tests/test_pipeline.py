@@ -270,7 +270,10 @@ def test_figures_command_on_a_folder_that_is_not_a_run(tmp_path, capsys):
         main(["figures", str(tmp_path), "--out", str(tmp_path / "out")])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"landscape figures: error: {tmp_path} is not a run folder (no config.json)"
+    assert err[-1].startswith(
+        f"landscape figures: error: {tmp_path} is not a run folder (no config.json), nor an "
+        "output of landscape score / surface / curvature (no score.json"
+    )
     assert not (tmp_path / "out").exists()
 
 

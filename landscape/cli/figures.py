@@ -4,6 +4,11 @@ RUN is a folder written by `landscape train` (or OUT/run of `landscape reproduce
 ANALYSIS is the folder of `landscape reproduce`'s analysis (default: RUN/../analysis).
 Writes training curves, the Table 2 comparison with the paper, the Hessian alignment over
 training, the inconsistency-score figures and the loss surfaces that the results allow.
+
+RUN may also be the --out folder of `landscape score` (score.json / score.npz: the parts
+of the score and the pairwise matrix), `landscape surface` (surface.json / surface.npz) or
+`landscape curvature` (curvature_summary.json: the per-domain spectra), detected by the
+files present.
 """
 
 from __future__ import annotations
@@ -16,7 +21,12 @@ HELP = "draw the figures and tables from saved results"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="run folder of `landscape train`")
+    parser.add_argument(
+        "run",
+        metavar="RUN",
+        help="run folder of `landscape train`, or the --out folder of `landscape score`, "
+        "`surface` or `curvature`",
+    )
     parser.add_argument(
         "--analysis", default=None, help="analysis folder (default: RUN/../analysis)"
     )
@@ -26,11 +36,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from landscape.pipeline import draw_figures
+    from landscape.pipeline import draw_figures, draw_output_figures, output_kinds
     from landscape.runs import JobFolder, RunFolder
 
+    if output_kinds(args.run):  # the --out of landscape score / surface / curvature
+        for path in draw_output_figures(args.run, args.out):
+            print(path)
+        return 0
     run_folder = RunFolder(args.run)
-    run_folder.read_config()  # FileNotFoundError: not a run folder
+    try:
+        run_folder.read_config()
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"{err}, nor an output of landscape score / surface / curvature (no score.json, "
+            "surface.json or curvature_summary.json)"
+        ) from None
     if args.analysis:
         analysis = Path(args.analysis)
     else:  # RUN is the run of a `landscape reproduce` job: its analysis sits beside it
