@@ -177,5 +177,24 @@ def test_bad_inputs_get_clear_errors():
         )
     X, y = domains["d0"][0]
     bad = {"d0": [(X.clone().fill_(float("nan")), y)]}
-    with pytest.raises(ValueError, match=r"the loss of domain 'd0' is NaN at \(alpha, beta\)"):
+    with pytest.raises(ValueError, match="domain 'd0': batch 0 has NaN or infinite values in"):
         loss_surface(model, lf, bad, dirs, grid=(-1, 1, 2), progress=False)
+
+
+class _SqrtHead(nn.Module):
+    """Finite at its weights (all positive), NaN where a displacement makes one negative."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((dim, 1), 0.01, dtype=torch.float64))
+
+    def forward(self, x):
+        return x @ self.weight.sqrt()
+
+
+def test_a_nan_loss_at_a_grid_point_names_the_domain_and_the_point():
+    model = _SqrtHead(10).eval()
+    domains = make_binary_domains(1, n=8, dim=10)
+    dirs = random_directions(model, normalization="none", seed=0)
+    with pytest.raises(ValueError, match=r"the loss of domain 'd0' is NaN at \(alpha, beta\)"):
+        loss_surface(model, nn.BCEWithLogitsLoss(), domains, dirs, grid=(-1, 1, 3), progress=False)
