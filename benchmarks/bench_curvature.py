@@ -25,7 +25,6 @@ of the same shape with random 0/1 labels. Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 
 
 def _data(n: int, seed: int):
@@ -49,16 +51,6 @@ def _data(n: int, seed: int):
         X = torch.rand(n, 2, 14, 14, generator=g)
         y = (torch.rand(n, 1, generator=g) < 0.5).float()
         return X, y, f"random inputs ({type(err).__name__}: no MNIST data)"
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -134,7 +126,7 @@ def main() -> None:
         loss_func(model(X), y).backward()
         model.zero_grad(set_to_none=True)
 
-    t_grad = _time(gradient, args.repeats)
+    t_grad = median_time(gradient, args.repeats)
     op = curvature_operator(model, loss_func, domains["+90%"])
 
     def build():  # graphs are built lazily (first product); build() forces it
@@ -142,8 +134,8 @@ def main() -> None:
         fresh.build()
         fresh.release()
 
-    t_build = _time(build, 1)
-    t_ours = _time(lambda: op @ v, args.repeats)
+    t_build = median_time(build, 1)
+    t_ours = median_time(lambda: op @ v, args.repeats)
 
     leaves = [p.detach().requires_grad_(True) for p in params]
     out = torch.func.functional_call(
@@ -156,15 +148,15 @@ def main() -> None:
     def double_backward():
         torch.autograd.grad(grads, leaves, grad_outputs=vs, retain_graph=True)
 
-    t_retained = _time(double_backward, args.repeats)
+    t_retained = median_time(double_backward, args.repeats)
     H_cl = HessianLinearOperator(model, loss_func, params, [(X, y)], check_deterministic=False)
-    t_curvlinops = _time(lambda: H_cl @ v, args.repeats)
+    t_curvlinops = median_time(lambda: H_cl @ v, args.repeats)
     size = -(-len(X) // 4)
     batches = [(X[i : i + size], y[i : i + size]) for i in range(0, len(X), size)]
     op_loop = curvature_operator(model, loss_func, batches, retain_graph=False)
-    t_loop = _time(lambda: op_loop @ v, args.repeats)
+    t_loop = median_time(lambda: op_loop @ v, args.repeats)
     op_ggn = curvature_operator(model, loss_func, [(X, y)], curvature="ggn")
-    t_ggn = _time(lambda: op_ggn @ v, args.repeats)
+    t_ggn = median_time(lambda: op_ggn @ v, args.repeats)
     op_ggn.release()
     rows = [
         [label, f"{t:.4f}", f"{t / t_grad:.2f}"]
@@ -261,7 +253,7 @@ def main() -> None:
         ("head only: gradient variance", lambda: variance("classifier")),
         ("head only: exact Hessian diagonal", lambda: diagonal("classifier")),
     ]:
-        t = _time(fn, max(1, args.repeats // 2))
+        t = median_time(fn, max(1, args.repeats // 2))
         rows.append([label, f"{t:.3f}", f"{t / t_grad:.1f}"])
     header = ["method", "seconds", "/ gradient"]
     _table("4. Diagonal methods (median seconds)", header, rows)

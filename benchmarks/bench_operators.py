@@ -23,9 +23,7 @@ present). Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -35,18 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _data import load_domains  # noqa: E402
+from _timing import median_time  # noqa: E402
 
 COLUMNS = (1, 2, 8, 20)
-
-
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _row(name: str, seconds: float, per: int, t_grad: float) -> list[str]:
@@ -68,7 +57,7 @@ def _ours(model, loss_func, data, t_grad, repeats, columns) -> list[list[str]]:
             default = op.block_columns
             if curvature == "hessian" and params is None:
                 v = torch.randn(op.dim, generator=g)
-                t = _time(lambda op=op, v=v: op @ v, repeats)
+                t = median_time(lambda op=op, v=v: op @ v, repeats)
                 rows.append(_row("ours: Hessian-vector product", t, 1, t_grad))
             for k in columns:
                 V = torch.randn(op.dim, k, generator=g)
@@ -77,7 +66,7 @@ def _ours(model, loss_func, data, t_grad, repeats, columns) -> list[list[str]]:
                     saved = ops.BLOCK_COLUMNS, ops.BLOCK_MAX_DIM
                     ops.BLOCK_COLUMNS, ops.BLOCK_MAX_DIM = blocks, op.dim
                     try:
-                        t = _time(lambda op=op, V=V: op @ V, repeats)
+                        t = median_time(lambda op=op, V=V: op @ V, repeats)
                     finally:
                         ops.BLOCK_COLUMNS, ops.BLOCK_MAX_DIM = saved
                     mark = "*" if size == min(k, default) else " "
@@ -96,11 +85,11 @@ def _curvlinops(model, loss_func, data, t_grad, repeats, columns) -> list[list[s
     H = HessianLinearOperator(model, loss_func, params, data, check_deterministic=False)
     g = torch.Generator().manual_seed(0)
     v = torch.randn(H.shape[1], generator=g)
-    t = _time(lambda: H @ v, repeats)
+    t = median_time(lambda: H @ v, repeats)
     rows = [_row("curvlinops: HessianLinearOperator @ v", t, 1, t_grad)]
     for k in columns:
         V = torch.randn(H.shape[1], k, generator=g)
-        t = _time(lambda V=V: H @ V, repeats)
+        t = median_time(lambda V=V: H @ V, repeats)
         rows.append(_row(f"curvlinops: HessianLinearOperator @ [D, {k}]", t, k, t_grad))
     return rows
 
@@ -111,8 +100,8 @@ def _checks(model, loss_func, data, t_grad, repeats) -> list[list[str]]:
     from landscape.curvature import check_deterministic
 
     params = [p for p in model.parameters() if p.requires_grad]
-    ours = _time(lambda: check_deterministic(model, data[0]), repeats)
-    theirs = _time(
+    ours = median_time(lambda: check_deterministic(model, data[0]), repeats)
+    theirs = median_time(
         lambda: HessianLinearOperator(model, loss_func, params, data, check_deterministic=True),
         max(1, repeats // 2),
     )
@@ -152,7 +141,7 @@ def main() -> None:
         loss_func(model(X), y).backward()
         model.zero_grad(set_to_none=True)
 
-    t_grad = _time(gradient, args.repeats)
+    t_grad = median_time(gradient, args.repeats)
     rows = [_row("one gradient (forward + backward)", t_grad, 1, t_grad)]
     rows += _ours(model, loss_func, data, t_grad, args.repeats, COLUMNS)
     rows += _curvlinops(model, loss_func, data, t_grad, args.repeats, COLUMNS)
