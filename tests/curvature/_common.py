@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from tests.cases import CASES_BY_LOSS
 
@@ -43,3 +44,16 @@ def assert_unchanged(model, snap):
 
 def close(a, b, rtol=1e-9, atol=1e-11):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+class UsedUpstream(nn.Module):
+    """The head's bias also shifts the hidden layer: the output is not affine in the head and
+    a per-sample gradient of the bias is not its output error alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(6, 4)
+        self.classifier = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.classifier(torch.tanh(self.body(x) + self.classifier.bias))

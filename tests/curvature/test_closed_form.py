@@ -23,6 +23,7 @@ from landscape.curvature.closed_form import (
 from landscape.curvature.operators import curvature_operator
 from landscape.params import select_params
 from tests.cases import CASES_BY_LOSS
+from tests.curvature._common import UsedUpstream
 from tests.curvature.test_operators import HEAD_FORM, _case
 
 HEAD = ("mlp-bce-head", "mlp-ce-head")
@@ -84,18 +85,6 @@ class _Squeezed(nn.Module):
         return self.classifier(torch.tanh(self.body(x))).reshape(-1, 1)
 
 
-class _UsedUpstream(nn.Module):
-    """The head's bias also shifts the hidden layer: the output is not affine in it."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(6, 4)
-        self.classifier = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return self.classifier(torch.tanh(self.body(x) + self.classifier.bias))
-
-
 class _Twice(nn.Module):
     """The same layer runs twice."""
 
@@ -112,8 +101,8 @@ class _Twice(nn.Module):
     "make, params, curvature, why",
     [
         (_Squeezed, "classifier", "hessian", "the model's output is not the output of Linear"),
-        (_UsedUpstream, "classifier", "hessian", "depends on the selected parameters"),
-        (_UsedUpstream, "classifier", "ef", "do not add up to the gradient"),
+        (UsedUpstream, "classifier", "hessian", "depends on the selected parameters"),
+        (UsedUpstream, "classifier", "ef", "do not add up to the gradient"),
         (_Twice, "classifier", "ef", "was called 2 times"),
         (_Twice, "classifier", "ggn", "Linear layer 'classifier' ran 2 times"),
         (_Squeezed, ["body.bias", "classifier.bias"], "ggn", "spans 2 Linear layers"),

@@ -10,6 +10,7 @@ from torch import nn
 from landscape import curvature as C
 from landscape.curvature import reference as ref
 from tests.curvature._common import (
+    UsedUpstream,
     assert_unchanged,
     build_small,
     close,
@@ -70,24 +71,12 @@ def test_variances_and_diagonals_match_reference(case, tmp_path):
     assert_unchanged(model, snap)
 
 
-class _UsedUpstream(nn.Module):
-    """The head's bias also shifts the hidden layer: g_i(b) is not delta_i alone."""
-
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Linear(6, 4)
-        self.classifier = nn.Linear(4, 1)
-
-    def forward(self, x):
-        return self.classifier(torch.tanh(self.body(x) + self.classifier.bias))
-
-
 def test_gradient_variance_linear_path_applies_only_where_exact():
     """'auto' takes the nn.Linear factorisation only where it is exact (else BackPACK or,
     when BackPACK fails too, a clear error); 'linear' says why it does not apply."""
     _, loss_func, domains = small_case("bce")
     torch.manual_seed(1)
-    tied = _UsedUpstream().double().eval()
+    tied = UsedUpstream().double().eval()
     for p in tied.parameters():
         nn.init.normal_(p, std=0.5)
     expected = ref.gradient_variance(tied, loss_func, domains["d1"], "classifier").numpy()
