@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.curvature.checks import DETERMINISM_ROWS, to_like
 from landscape.curvature.operators import (
     CurvatureOperator,
     check_deterministic,
@@ -102,9 +101,7 @@ def prepare(
     check_eval_mode(model)
     check_finite(checked)
     for domain, data in checked.items():
-        first = next(iter(data))
-        check_finite_output(model, domain, first)
-        check_deterministic(model, first)
+        check_deterministic(model, next(iter(data)), domain=domain)
     spec = params if isinstance(params, str) or params is None else list(params)
     return Setup(
         model=model,
@@ -116,20 +113,6 @@ def prepare(
         shapes=[list(p.shape) for p in selected.values()],
         dim=sum(p.numel() for p in selected.values()),
     )
-
-
-def check_finite_output(model: nn.Module, domain: str, batch) -> None:
-    """Raise one ``ValueError`` naming ``domain`` if the model's output at θ* on the first
-    ``DETERMINISM_ROWS`` samples of ``batch`` (finite inputs) holds a NaN or infinite value."""
-    X = to_like(batch[0][:DETERMINISM_ROWS], next(model.parameters()))
-    with torch.no_grad():
-        out = model(X)
-    if not bool(torch.isfinite(out).all()):
-        raise ValueError(
-            f"domain {domain!r}: the model's output is not finite at theta* (the unmoved "
-            "weights) on batch 0, although its inputs are; check the weights for NaN or "
-            "overflow before curvature work"
-        )
 
 
 def check_positive_int(value, what: str, minimum: int = 1) -> int:

@@ -176,17 +176,43 @@ def check_eval_mode(model: nn.Module) -> None:
         )
 
 
-def check_deterministic(model: nn.Module, batch: Batch, rows: int = DETERMINISM_ROWS) -> None:
-    """Raise a ``ValueError`` if two forward passes on ``batch`` give different outputs.
+def _first_rows_output(model: nn.Module, batch: Batch, rows: int) -> Tensor:
+    X = to_like(batch[0][:rows], next(model.parameters()))
+    with torch.no_grad():
+        return model(X)
+
+
+def _require_finite(out: Tensor, domain: str | None) -> None:
+    if not bool(torch.isfinite(out).all()):
+        where = f"domain {domain!r}: " if domain is not None else ""
+        raise ValueError(
+            f"{where}the model's output is not finite at theta* (the unmoved weights) on "
+            "batch 0, although its inputs are; check the weights for NaN or overflow before "
+            "curvature work"
+        )
+
+
+def check_finite_output(
+    model: nn.Module, domain: str | None, batch: Batch, rows: int = DETERMINISM_ROWS
+) -> None:
+    """Raise one ``ValueError`` naming ``domain`` if the model's output at θ* on the first
+    ``rows`` samples of ``batch`` (finite inputs) holds a NaN or infinite value."""
+    _require_finite(_first_rows_output(model, batch, rows), domain)
+
+
+def check_deterministic(
+    model: nn.Module, batch: Batch, rows: int = DETERMINISM_ROWS, domain: str | None = None
+) -> None:
+    """Raise a ``ValueError`` if two forward passes on ``batch`` give different outputs, or
+    if the first is not finite (the :func:`check_finite_output` message, naming ``domain``).
 
     Only the first ``rows`` samples are used: random layers show on any sample, and two full
     forwards of a 25,000-sample domain in float64 cost more than the dense head Hessian
     (curvlinops' own check runs the whole data set twice with gradients, and two products).
     """
-    param = next(model.parameters())
-    X = to_like(batch[0][:rows], param)
-    with torch.no_grad():
-        first, second = model(X), model(X)
+    first = _first_rows_output(model, batch, rows)
+    _require_finite(first, domain)
+    second = _first_rows_output(model, batch, rows)
     scale = float(first.abs().max()) if first.numel() else 0.0
     if not torch.allclose(first, second, rtol=1e-5, atol=1e-6 * (1.0 + scale)):
         hint = ""

@@ -179,8 +179,12 @@ def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
     """Validate the model, loss and domains; resolve ``params`` to the selected parameters."""
     import torch
 
-    from landscape.curvature import MAX_DENSE_DIM, check_eval_mode, check_loss
-    from landscape.curvature._setup import check_finite_output
+    from landscape.curvature import (
+        MAX_DENSE_DIM,
+        check_eval_mode,
+        check_finite_output,
+        check_loss,
+    )
     from landscape.domains import check_domains, check_finite
     from landscape.params import select_params
 
