@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,11 +123,15 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    model: nn.Module | Callable[[], nn.Module] | None = None,
+    device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model saved at ``path``; returns ``(model, metadata)``.
 
     The model is returned in eval mode (analyses need deterministic passes) on ``device``.
+    ``model`` (an ``nn.Module`` or a zero-argument factory returning one) receives the
+    weights instead of the model rebuilt from the file's spec; it must be compatible.
 
     Raises:
         FileNotFoundError: no such file.
@@ -135,7 +140,11 @@ def load_checkpoint(
     tensors, meta = load_tensors(path, device="cpu")
     if meta.get("format") != FORMAT or "model_spec" not in meta:
         raise ValueError(f"{path} is not a landscape checkpoint (no model_spec in its metadata)")
-    model = build_model(meta["model_spec"])
+    model = build_model(meta["model_spec"]) if model is None else model
+    if not isinstance(model, nn.Module):
+        model = model() if callable(model) else model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module or a factory returning one, got {model!r}")
     dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
     if len(dtypes) == 1:  # keep the saved precision (a float64 model stays float64)
         model = model.to(dtypes.pop())
