@@ -49,6 +49,9 @@ class Trainer:
         batches: ``{domain: (X, y)}`` full batches already on the training device and dtype,
             covering ``train_domains`` and ``test_domains``.
         train_domains, test_domains: domain names (order kept).
+        initial_state: initial weights (a state dict) replacing the seeded initialisation
+            (the Colored MNIST script's stream draws them; see
+            :func:`landscape.data.script_initial_weights`).
 
     ``trainer.step`` is the number of updates done; :meth:`train_step` does one more and
     returns its history row; :meth:`evaluate` measures the current weights without updating.
@@ -62,6 +65,7 @@ class Trainer:
         batches: Mapping[str, tuple[Tensor, Tensor]],
         train_domains: Sequence[str],
         test_domains: Sequence[str],
+        initial_state: Mapping[str, Tensor] | None = None,
     ):
         try:
             check_algorithm(algorithm)
@@ -83,6 +87,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = build_model(self.model_spec)
+        if initial_state is not None:
+            model.load_state_dict(initial_state)
         self.model = model.to(device=X0.device, dtype=X0.dtype).train()
         self.loss_func = build_loss(config.loss)
         self.penalties = Penalties(
