@@ -14,8 +14,8 @@ The final checkpoint of a restart is ``step_<steps>`` (``steps`` from ``config.j
 ``landscape reproduce --out DIR`` writes a :class:`JobFolder`: ``DIR/run`` (a run folder),
 ``DIR/analysis`` (an :class:`AnalysisFolder`) and ``DIR/figures``.
 
-:func:`load_for_analysis` rebuilds a checkpoint's model, its domains (from the data spec in
-its own metadata) and its loss: what every checkpoint analysis starts from.
+:func:`load_for_analysis` (from :mod:`landscape.inputs`, importable from here too) loads a
+weights file and gathers the domains and the loss: what every checkpoint analysis starts from.
 """
 
 from __future__ import annotations
@@ -361,57 +361,14 @@ class JobFolder:
         return self.root / "figures"
 
 
-def load_for_analysis(
-    checkpoint: str | os.PathLike,
-    *,
-    device: str = "auto",
-    data_dir: str | os.PathLike | None = None,
-    domains: list[str] | None = None,
-    default: str = "train",
-    subsample: int | None = None,
-):
-    """Load a checkpoint and rebuild its domains and loss from its own metadata.
+def __getattr__(name: str):
+    # load_for_analysis lives in landscape.inputs (what to analyse: model, domains, loss);
+    # imported on first use, so this module stays free of torch
+    if name == "load_for_analysis":
+        from landscape.inputs import load_for_analysis
 
-    Args:
-        checkpoint: path of a checkpoint written by :func:`landscape.training.train`.
-        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ...
-        data_dir: MNIST cache folder.
-        domains: domain names; ``None`` takes the checkpoint's training domains
-            (``default="train"``) or its training then test domains (``default="all"``).
-        subsample: keep the first ``n`` samples of each domain (one full batch).
-
-    Returns:
-        ``(model, metadata, {name: [(X, y)]}, loss_func)``; the model is in eval mode.
-
-    Raises:
-        ValueError: ``subsample < 1``, or the checkpoint carries no data spec.
-    """
-    from landscape.checkpoint import load_checkpoint
-    from landscape.data import build_domains
-    from landscape.device import resolve_device
-    from landscape.domains import pick_domains, truncate
-    from landscape.losses import build_loss
-
-    if subsample is not None and subsample < 1:
-        raise ValueError(f"--subsample must be a positive number of samples, got {subsample}")
-    dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, device=dev)
-    if "data" not in meta:
-        raise ValueError(
-            f"{checkpoint} has no data spec in its metadata; it was not saved by "
-            "landscape train, so its domains cannot be rebuilt"
-        )
-    dtype = next(model.parameters()).dtype
-    all_domains = build_domains(meta["data"], data_dir=data_dir, device=dev, dtype=dtype)
-    if domains is None:
-        train = list(meta.get("train_domains") or all_domains)
-        domains = train
-        if default == "all":
-            domains = train + [d for d in meta.get("test_domains", []) if d not in train]
-    chosen = pick_domains(all_domains, domains)
-    if subsample is not None:
-        chosen = truncate(chosen, subsample)
-    return model, meta, chosen, build_loss(meta.get("loss", "bce"))
+        return load_for_analysis
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
@@ -420,5 +377,5 @@ __all__ = [
     "RunFolder",
     "RunFolderLockedError",
     "RunLock",
-    "load_for_analysis",
+    "load_for_analysis",  # noqa: F822 (module __getattr__: landscape.inputs)
 ]

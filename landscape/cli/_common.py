@@ -60,9 +60,114 @@ def add_out_argument(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--out", default=default, help=f"output directory (default: {default})")
 
 
+#: ``--loss`` values (``landscape.inputs.LOSSES``, spelled out: no torch import to parse;
+#: tests/cli/test_common.py keeps them equal); ``ce`` is accepted for cross_entropy
+LOSSES = ["cross_entropy", "bce", "mse"]
+#: ``--split`` values (``landscape.inputs.SPLITS``)
+SPLITS = ["in", "out", "all"]
+
+#: help of the CHECKPOINT positional of every analysis
+CHECKPOINT_HELP = (
+    "the weights to analyse, one of three formats: a landscape checkpoint (safetensors "
+    "written by landscape train: model, domains and loss come from it); plain weights, a "
+    "state dict in safetensors or PyTorch .pt / .pth / .bin (read with weights_only; give "
+    "--model and --data); or a DomainBed model.pkl (its network is rebuilt and its "
+    "environments read from --data-dir; --split chooses DomainBed's in / out part)"
+)
+
+
+def loss_choice(text: str) -> str:
+    """argparse type of ``--loss``: cross_entropy (or ce), bce or mse."""
+    value = text.strip().lower().replace("-", "_")
+    if value == "ce":
+        value = "cross_entropy"
+    if value not in LOSSES:
+        raise argparse.ArgumentTypeError(
+            f"unknown loss {text!r}; use {', '.join(LOSSES[:-1])} or {LOSSES[-1]}"
+        )
+    return value
+
+
+def spec_syntax(what: str):
+    """argparse type of ``--model`` / ``--data``: a SPEC's syntax, checked while parsing
+    (the file is imported later, after the weights file is found)."""
+
+    def check(text: str) -> str:
+        from landscape.specs import parse_spec
+
+        try:
+            parse_spec(text, what)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix(f"{what} ")) from None
+        return text
+
+    check.__name__ = "SPEC"
+    return check
+
+
+def add_inputs_arguments(parser, batch_size_help: str = "") -> None:
+    """What to analyse besides the weights: ``--model``, ``--data``, ``--loss``,
+    ``--batch-size``, ``--split`` (see ``landscape.inputs.load_for_analysis``)."""
+    parser.add_argument(
+        "--model",
+        type=spec_syntax("--model"),
+        default=None,
+        metavar="SPEC",
+        help="the network plain weights belong to: path/to/file.py:callable or "
+        "package.module:callable, called with no arguments, returning an nn.Module (your "
+        "own code, imported and run because you name it; nothing is run from the weights "
+        "file). Needed for a state dict; with a landscape checkpoint it replaces the model "
+        "rebuilt from the file",
+    )
+    parser.add_argument(
+        "--data",
+        type=spec_syntax("--data"),
+        default=None,
+        metavar="SPEC",
+        help="the domains to analyse: path/to/file.py:callable or package.module:callable, "
+        "called with no arguments, returning {domain name: data} with data a list of "
+        "(X, y) batches or an unshuffled DataLoader. Needed for a state dict; default: "
+        "rebuilt from the checkpoint (its data spec, or DomainBed's environments)",
+    )
+    parser.add_argument(
+        "--loss",
+        type=loss_choice,
+        default=None,
+        metavar="|".join(LOSSES),
+        help="the loss, mean-reduced: cross_entropy (integer labels [N]), bce (one logit, "
+        "0/1 targets [N, 1]) or mse. Default: the checkpoint's (DomainBed: cross_entropy); "
+        "for a state dict, cross_entropy when the targets are integer labels [N], else "
+        "required",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="split each domain into batches of N samples: every analysis accumulates over "
+        "the batches, so memory is bounded by one batch and the results do not depend on N"
+        f"{batch_size_help}; default: the batches as built (one per domain after "
+        "--subsample)",
+    )
+    parser.add_argument(
+        "--split",
+        choices=SPLITS,
+        default=None,
+        help="DomainBed checkpoints: the part of each environment to analyse, in (the "
+        "samples it trained on; default), out (its held-out samples, holdout_fraction and "
+        "trial_seed of the run) or all",
+    )
+
+
 def add_analysis_arguments(parser: argparse.ArgumentParser, out: str) -> None:
     """The tail every checkpoint analysis shares: --data-dir, --quiet, --device, --out."""
-    parser.add_argument("--data-dir", default=None, help="MNIST cache folder (Colored MNIST)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="data folder: the MNIST cache (Colored MNIST, DomainBed's RotatedMNIST and "
+        "ColoredMNIST; default $LANDSCAPE_DATA or ~/.cache/landscape), or for a DomainBed "
+        "image data set the folder holding it in DomainBed's layout (e.g. DIR/PACS/...)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device_argument(parser)
     add_out_argument(parser, out)
@@ -138,21 +243,31 @@ def default_k(dim: int) -> int:
 
 
 def load_checkpoint(args: argparse.Namespace, **options):
-    """``landscape.runs.load_for_analysis`` of ``args.checkpoint`` with the options every
-    analysis shares (``--device``, ``--data-dir``, ``--domains``) and ``options``.
+    """``landscape.inputs.load_for_analysis`` of ``args.checkpoint`` with the options every
+    analysis shares (``--model``, ``--data``, ``--loss``, ``--batch-size``, ``--split``,
+    ``--device``, ``--data-dir``, ``--domains``) and ``options``. Prints one line when the
+    loss was inferred from the targets.
 
     Returns:
         ``(model, meta, domains, loss_func)``.
     """
-    from landscape.runs import load_for_analysis
+    from landscape.inputs import load_for_analysis
 
-    return load_for_analysis(
+    loaded = load_for_analysis(
         args.checkpoint,
+        model=args.model,
+        data=args.data,
+        loss=args.loss,
         device=args.device,
         data_dir=args.data_dir,
         domains=args.domains,
+        batch_size=args.batch_size,
+        split=args.split,
         **options,
     )
+    if loaded.metadata.get("loss_inferred"):
+        print("loss: cross_entropy (the targets are integer labels); --loss to choose another")
+    return loaded
 
 
 def params_from_args(values: list[str] | None):

@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 
 from landscape.cli._common import (
+    CHECKPOINT_HELP,
     add_analysis_arguments,
     add_curvature_argument,
     add_domains_argument,
+    add_inputs_arguments,
     add_params_argument,
     add_subsample_argument,
 )
@@ -45,7 +47,8 @@ DIAGONAL_METHODS = ["auto", "exact", "ggn", "fisher_mc", "hutchinson"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a checkpoint written by landscape train")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    add_inputs_arguments(parser.add_argument_group("what to analyse"))
     add_params_argument(parser)
     add_domains_argument(parser)
     add_subsample_argument(parser)

@@ -29,9 +29,11 @@ from __future__ import annotations
 import argparse
 
 from landscape.cli._common import (
+    CHECKPOINT_HELP,
     add_analysis_arguments,
     add_curvature_argument,
     add_domains_argument,
+    add_inputs_arguments,
     add_params_argument,
     add_remedy_arguments,
     add_subsample_argument,
@@ -47,7 +49,8 @@ HELP = "inconsistency score I^eps of a checkpoint: pairwise matrix, winning pair
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a checkpoint written by landscape train")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    add_inputs_arguments(parser.add_argument_group("what to analyse"))
     parser.add_argument(
         "--epsilon",
         type=epsilon_value,

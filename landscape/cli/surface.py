@@ -33,8 +33,10 @@ from __future__ import annotations
 import argparse
 
 from landscape.cli._common import (
+    CHECKPOINT_HELP,
     add_analysis_arguments,
     add_domains_argument,
+    add_inputs_arguments,
     add_params_argument,
     add_remedy_arguments,
     epsilon_value,
@@ -46,7 +48,11 @@ KINDS = ("random", "eigen", "inconsistency", "plane", "trajectory")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a checkpoint written by landscape train")
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
+    add_inputs_arguments(
+        parser.add_argument_group("what to analyse"),
+        "; also the samples per forward call of the grid",
+    )
     _add_direction_arguments(parser.add_argument_group("directions"))
     _add_grid_arguments(parser.add_argument_group("grid and evaluation"))
     add_analysis_arguments(parser, "surface")
@@ -116,7 +122,6 @@ def _add_grid_arguments(group) -> None:
         metavar="N",
         help="evaluate each domain on N samples drawn with --seed; default: all",
     )
-    group.add_argument("--batch-size", type=int, default=None, help="samples per forward call")
     group.add_argument(
         "--batch-norm",
         choices=["running", "recompute"],

@@ -29,6 +29,10 @@ def _value_options(parser: argparse.ArgumentParser):
         if action.nargs == 0 or isinstance(action.nargs, int) and action.nargs != 1:
             continue
         value = str(action.choices[0]) if action.choices else "1"
+        if action.metavar == "SPEC":  # --model / --data: a SPEC's syntax is checked
+            value = "m.py:make"
+        elif action.dest == "loss":
+            value = "mse"
         for option in action.option_strings:
             if option.startswith("--"):
                 yield option, value
@@ -67,12 +71,13 @@ def test_every_command_refuses_abbreviated_options(command, capsys):
 
 
 def test_score_data_is_not_read_as_data_dir(capsys):
-    # issue 8 item 9: `landscape score W --data X` used to load X as the MNIST cache folder
+    # issue 8 item 9: `landscape score W --data X` used to load X as the MNIST cache folder;
+    # --data is now a SPEC of its own, whose syntax is checked while parsing
     with pytest.raises(SystemExit) as exit_info:
         main(["score", "W.safetensors", "--data", "X"])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "unrecognized arguments: --data X" in err and len(err.strip().splitlines()) == 2
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert "argument --data: 'X' is not a SPEC" in line and "file.py:callable" in line
 
 
 @pytest.mark.parametrize("command", COMMANDS)
