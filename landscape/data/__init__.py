@@ -24,6 +24,7 @@ from landscape.data.colored_mnist import (
     colored_mnist_from_arrays,
     colored_mnist_spec,
 )
+from landscape.data.domainbed import domainbed_domains, domainbed_domains_from_metadata
 from landscape.data.mnist import MNISTError, default_data_dir, load_mnist
 from landscape.data.synthetic import (
     _positive_int,
@@ -43,6 +44,8 @@ __all__ = [
     "colored_mnist_spec",
     "data_spec",
     "default_data_dir",
+    "domainbed_domains",
+    "domainbed_domains_from_metadata",
     "gaussian_classification_domains",
     "linear_regression_domains",
     "linear_regression_hessian",
