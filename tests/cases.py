@@ -64,6 +64,84 @@ def make_mlp(dim=6, hidden=(5, 4), out=1, seed=0, dtype=torch.float64):
     return model.eval()
 
 
+def make_image_domains(n_domains=2, n=24, shape=(1, 6, 6), classes=3, seed=0, dtype=torch.float64):
+    """Small image domains for CrossEntropyLoss: ``{name: [(X [n, *shape], y [n])]}``."""
+    g = torch.Generator().manual_seed(seed)
+    domains = {}
+    for e in range(n_domains):
+        X = torch.randn(n, *shape, generator=g, dtype=dtype) + 0.3 * e
+        y = torch.randint(0, classes, (n,), generator=g)
+        domains[f"d{e}"] = [(X, y)]
+    return domains
+
+
+class GroupNormCNN(nn.Module):
+    """Conv → GroupNorm → ReLU → Conv (stride 2) → GroupNorm → Tanh → mean pool → head
+    ``classifier``: ``[N, 1, 6, 6] -> [N, classes]`` (DomainBed's MNIST_CNN in miniature)."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.GroupNorm(2, 4),
+            nn.ReLU(),
+            nn.Conv2d(4, 4, 3, stride=2, padding=1),
+            nn.GroupNorm(2, 4),
+            nn.Tanh(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class ResidualBlock(nn.Module):
+    """torchvision's BasicBlock shape: conv-BN-ReLU-conv-BN, plus the identity, ReLU."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + x)
+
+
+class BatchNormResNet(nn.Module):
+    """Stem conv-BN-ReLU, one residual block, mean pool, head ``classifier`` (BatchNorm in
+    eval mode with non-trivial running statistics): ``[N, 1, 6, 6] -> [N, classes]``."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4))
+        self.block = ResidualBlock(4)
+        self.classifier = nn.Linear(4, classes)
+
+    def forward(self, x):
+        x = self.block(torch.relu(self.stem(x)))
+        return self.classifier(x.mean(dim=(2, 3)))
+
+
+def make_conv_model(kind, seed=0, dtype=torch.float64):
+    """A seeded :class:`GroupNormCNN` (``"groupnorm"``) or :class:`BatchNormResNet`
+    (``"batchnorm"``) in eval mode, with random affine and running statistics."""
+    torch.manual_seed(seed)
+    model = {"groupnorm": GroupNormCNN, "batchnorm": BatchNormResNet}[kind]().to(dtype)
+    for module in model.modules():
+        if isinstance(module, nn.GroupNorm | nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.2)
+            nn.init.normal_(module.bias, 0.0, 0.2)
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.3)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
 def split(batch, cuts):
     """``[(X[a:b], y[a:b])]``: one batch ``(X, y)`` cut at the rows ``cuts`` (uneven batches)."""
     X, y = batch
@@ -130,6 +208,25 @@ def _mlp_case(loss_name, loss, make_domains, out, params=None, suffix="all"):
         loss_name,
     )
 
+
+def _conv_case(kind, params=None, suffix="all"):
+    return Case(
+        f"{kind}-ce-{suffix}",
+        lambda dt: make_conv_model(kind, dtype=dt),
+        nn.CrossEntropyLoss,
+        lambda dt, **sizes: make_image_domains(dtype=dt, **sizes),
+        params,
+        "ce",
+    )
+
+
+CONV_CASES = [
+    _conv_case("groupnorm"),
+    _conv_case("groupnorm", "classifier", "head"),
+    _conv_case("batchnorm"),
+]
+"""Convolutional cases (issue 10: any ``nn.Module``): a GroupNorm CNN and a BatchNorm
+residual block in eval mode. Not in :data:`CASES` yet: opt in with ``CASES + CONV_CASES``."""
 
 CASES = [
     _mlp_case("bce", nn.BCEWithLogitsLoss, make_binary_domains, 1),
