@@ -140,6 +140,19 @@ def _check_args(split, batch_size, dtype) -> None:
         )
 
 
+def _split_indices(info: DatasetInfo, env_i: int, n: int, split: str, **run):
+    """:func:`environment_indices` of environment ``env_i`` (``n`` samples); an empty split
+    is an error (an analysis of no samples)."""
+    index = environment_indices(n, env_i, split, **run)
+    if len(index) == 0:
+        raise DomainBedDataError(
+            f"the {split!r} split of {info.name} environment {info.environments[env_i]!r} is "
+            f"empty (of {n} samples, holdout_fraction={run['holdout_fraction']}, "
+            f"uda_holdout_fraction={run['uda_holdout_fraction']}); choose another split"
+        )
+    return index
+
+
 def domainbed_domains(
     dataset: str,
     data_dir: str | os.PathLike | None = None,
@@ -196,27 +209,21 @@ def domainbed_domains(
     wanted = _wanted(info, environments, tests)
     envs, num_classes = _environments(info, data_dir, wanted, seed)
     batch = batch_size or DEFAULT_BATCH_SIZE[info.kind]
+    fractions = {"holdout_fraction": holdout_fraction, "uda_holdout_fraction": uda_holdout_fraction}
     loaders = {}
     for env_i in wanted:
         env, name = envs[env_i], info.environments[env_i]
-        index = environment_indices(
-            len(env), env_i, split, holdout_fraction=holdout_fraction, trial_seed=trial_seed,
-            test_env=env_i in tests, uda_holdout_fraction=uda_holdout_fraction,
+        index = _split_indices(
+            info, env_i, len(env), split, trial_seed=trial_seed, test_env=env_i in tests,
+            **fractions,
         )  # fmt: skip
-        if len(index) == 0:
-            raise DomainBedDataError(
-                f"the {split!r} split of {info.name} environment {name!r} is empty (of "
-                f"{len(env)} samples, holdout_fraction={holdout_fraction}, "
-                f"uda_holdout_fraction={uda_holdout_fraction}); choose another split"
-            )
         loaders[name] = DomainLoader(
             env.subset(index), batch_size=batch, device=device, dtype=dtype,
             num_workers=num_workers,
         )  # fmt: skip
     settings = {
         "dataset": info.name, "split": split, "test_envs": sorted(tests),
-        "holdout_fraction": holdout_fraction, "trial_seed": trial_seed, "seed": seed,
-        "uda_holdout_fraction": uda_holdout_fraction, "environments": list(loaders),
+        **fractions, "trial_seed": trial_seed, "seed": seed, "environments": list(loaders),
         "data_dir": None if data_dir is None else str(data_dir),
     }  # fmt: skip
     names = [info.environments[i] for i in sorted(tests)]
