@@ -160,15 +160,15 @@ def _load_weights(path: Path, model: nn.Module | None, device: torch.device):
     return load_checkpoint(path, model=model, device=device)
 
 
-def _domainbed_domains(meta, data_dir, split, batch_size, device) -> dict:
-    """The environments of a DomainBed checkpoint (``landscape.data.domainbed``)."""
+def _domainbed_domains(meta, data_dir, split, batch_size, device, dtype) -> dict:
+    """The environments of a DomainBed checkpoint (``landscape.data.domainbed``): loaders
+    whose batches arrive on ``device`` in ``dtype`` (the model's)."""
     from landscape.data.domainbed import domainbed_domains_from_metadata
 
-    options = {"data_dir": data_dir, "split": split or "in"}
-    if batch_size is not None:
-        options["batch_size"] = batch_size
-    domains = domainbed_domains_from_metadata(meta, **options)
-    return _to_device(domains, device, None)
+    return domainbed_domains_from_metadata(
+        meta, data_dir=data_dir, split=split or "in", batch_size=batch_size, device=device,
+        dtype=dtype or torch.float32,
+    )  # fmt: skip
 
 
 def _default_names(meta: Mapping, available: Sequence[str], default: str) -> list[str]:
@@ -290,6 +290,29 @@ def _no_data_error(path: Path, meta: Mapping) -> ValueError:
     )
 
 
+def _all_domains(path, net, meta, user_data, *, data_dir, split, batch_size, device) -> dict:
+    """Every domain there is to analyse: the user's (``--data``), a DomainBed run's
+    environments (its ``split`` of each), or those of a landscape checkpoint's data spec;
+    in-memory batches on ``device`` in the model's floating dtype."""
+    from landscape.data import build_domains
+    from landscape.domains import check_domains
+
+    domainbed = user_data is None and meta.get("format") == "domainbed"
+    if split is not None and not domainbed:
+        raise ValueError(
+            f"--split {split} selects a part of DomainBed's environments; {path.name} is not "
+            "a DomainBed checkpoint analysed on its own environments (drop --split)"
+        )
+    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
+    if user_data is not None:
+        return _to_device(check_domains(user_data, what="--data"), device, dtype)
+    if domainbed:
+        return _domainbed_domains(meta, data_dir, split, batch_size, device, dtype)
+    if "data" in meta:
+        return build_domains(meta["data"], data_dir=data_dir, device=device, dtype=dtype)
+    raise _no_data_error(path, meta)
+
+
 def load_for_analysis(
     checkpoint: str | os.PathLike,
     *,
@@ -337,9 +360,8 @@ def load_for_analysis(
             unknown loss / split / domain, ``subsample`` or ``batch_size`` < 1, a bad SPEC.
         TypeError: a SPEC or factory returned the wrong type.
     """
-    from landscape.data import build_domains
     from landscape.device import resolve_device
-    from landscape.domains import check_domains, pick_domains
+    from landscape.domains import pick_domains
     from landscape.losses import build_loss
 
     _check_options(subsample, batch_size, split, default)
@@ -350,20 +372,8 @@ def load_for_analysis(
     meta = dict(meta)
     user_data = _resolve_data(data)
     domainbed = user_data is None and meta.get("format") == "domainbed"
-    if split is not None and not domainbed:
-        raise ValueError(
-            f"--split {split} selects a part of DomainBed's environments; {path.name} is not "
-            "a DomainBed checkpoint analysed on its own environments (drop --split)"
-        )
-    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), None)
-    if user_data is not None:
-        all_domains = _to_device(check_domains(user_data, what="--data"), dev, dtype)
-    elif domainbed:
-        all_domains = _domainbed_domains(meta, data_dir, split, batch_size, dev)
-    elif "data" in meta:
-        all_domains = build_domains(meta["data"], data_dir=data_dir, device=dev, dtype=dtype)
-    else:
-        raise _no_data_error(path, meta)
+    options = {"data_dir": data_dir, "split": split, "batch_size": batch_size, "device": dev}
+    all_domains = _all_domains(path, net, meta, user_data, **options)
     names = domains if domains is not None else _default_names(meta, list(all_domains), default)
     chosen = pick_domains(all_domains, names)
     rebatch = batch_size if (subsample is not None or not domainbed) else None

@@ -179,8 +179,8 @@ def import_spec(spec: str, what: str = "SPEC") -> Callable[..., Any]:
         obj = getattr(obj, part)
     if not callable(obj):
         raise TypeError(
-            f"{what}: {spec} is a {type(obj).__name__}, not a callable; name a function "
-            "(or class) that takes no arguments"
+            f"{what}: {spec} is not callable (it is a {type(obj).__name__}); name a "
+            "function (or class) that takes no arguments"
         )
     return obj
 

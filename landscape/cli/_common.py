@@ -270,6 +270,13 @@ def load_checkpoint(args: argparse.Namespace, **options):
     return loaded
 
 
+def model_device(model) -> str:
+    """Where the analysis ran: the device of the model's parameters (``"cuda:0"``, ``"cpu"``),
+    recorded in each command's summary."""
+    param = next(iter(model.parameters()), None)
+    return "cpu" if param is None else str(param.device)
+
+
 def params_from_args(values: list[str] | None):
     """``--params`` as ``select_params`` takes it: None, one prefix, or a list of names."""
     if values is None:

@@ -216,7 +216,7 @@ class _Analysis:
 
 def run(args: argparse.Namespace) -> int:
     from landscape import curvature as C
-    from landscape.cli._common import load_checkpoint, params_from_args
+    from landscape.cli._common import load_checkpoint, model_device, params_from_args
 
     if args.k < 1:
         raise ValueError(f"--k must be a positive integer, got {args.k}")
@@ -229,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
         )
     analysis = _Analysis(model, loss_func, domains, params_from_args(args.params), not args.quiet)
     report = _Report(args, domains)
+    report.summary["device"] = model_device(model)
     for name in METHODS:
         if name in args.methods:
             _RUNNERS[name](C, args, analysis, report)

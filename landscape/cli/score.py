@@ -112,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from landscape.cli._common import default_k, load_checkpoint, params_from_args
+    from landscape.cli._common import default_k, load_checkpoint, model_device, params_from_args
     from landscape.inconsistency import inconsistency_score
     from landscape.io import write_json
     from landscape.params import select_params
@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     path = result.save(out / "score")
     summary = result.summary()
     summary.update(checkpoint=str(args.checkpoint), params=args.params, subsample=args.subsample)
+    summary["device"] = model_device(model)
     write_json(out / "score_summary.json", summary)
     print(f"\nwrote {path}, {path.with_suffix('.npz')} and {out / 'score_summary.json'}")
     return 0

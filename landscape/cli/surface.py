@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from landscape.cli._common import load_checkpoint, params_from_args
+    from landscape.cli._common import load_checkpoint, model_device, params_from_args
     from landscape.surface import loss_surface, make_grid
 
     grid = _grid(args)
@@ -254,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{err}; or pass --restart") from None
         raise
     result.settings["checkpoint"] = str(args.checkpoint)
+    result.settings["device"] = model_device(model)
     dirs.save(out / "directions")
     path = result.save(out / "surface")
     center = [
