@@ -66,6 +66,7 @@ from landscape.inconsistency.dense import DenseCurvature, generalized_eig_dense
 from landscape.inconsistency.diagonal import DiagonalCurvature, generalized_eig_diagonal
 from landscape.inconsistency.matrix_free import MatrixFreeCurvature
 from landscape.inconsistency.options import (
+    AUTO_DENSE_DIM,
     CURVATURES,
     DIAGONAL_SOURCES,
     METHODS,
@@ -83,6 +84,7 @@ from landscape.inconsistency.score import ScoreSettings, inconsistency_score
 from landscape.inconsistency.solvers import CountingOperator, RitzPairs, lanczos_ritz
 
 __all__ = [
+    "AUTO_DENSE_DIM",
     "CURVATURES",
     "DIAGONAL_SOURCES",
     "LINE_GRID",

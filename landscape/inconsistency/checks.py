@@ -263,6 +263,18 @@ def _ascend(risk_a, risk_b, x, d, epsilon, ra0, steps, step_size, progress):
     return local, accepted, history
 
 
+def _line_checks(evaluators, pairs, vectors, epsilon: float, risks, tol: float, bar) -> dict:
+    """``{(A, B): LineCheck}`` along every pair's quadratic maximiser ``√(2ε)·v``."""
+    lines = {}
+    for p, (a, b) in enumerate(pairs):
+        theta = math.sqrt(2 * epsilon) * vectors[p]
+        lines[(a, b)] = line_check(
+            evaluators[a], evaluators[b], theta, epsilon, ra0=risks[a], tol=tol
+        )
+        bar.update(1)
+    return lines
+
+
 def run_checks(
     evaluators: dict[str, DisplacedRisk],
     pairs: list[tuple[str, str]],
@@ -305,30 +317,18 @@ def run_checks(
     for e, ep in enumerate(epsilon):
         for i, a in enumerate(names):
             line_value[e, i, i], line_rb[e, i, i] = ep, risks[a]
-        lines = {}
-        for p, (a, b) in enumerate(pairs):
-            theta = math.sqrt(2 * ep) * vectors[p]
-            lc = line_check(evaluators[a], evaluators[b], theta, ep, ra0=risks[a],
-                            tol=options.line_tol)  # fmt: skip
+        lines = _line_checks(evaluators, pairs, vectors, ep, risks, options.line_tol, bar)
+        for (a, b), lc in lines.items():
             i, j = index[a], index[b]
             line_value[e, i, j], line_rb[e, i, j] = lc.value, lc.risk_b
             line_step[e, i, j], line_reached[e, i, j] = lc.step, lc.reached
-            lines[(a, b)] = lc
-            bar.update(1)
         a, b = winners[e]
         done = bar.n
         sc = constrained_search(
-            evaluators[a],
-            evaluators[b],
-            math.sqrt(2 * ep) * vectors[pairs.index((a, b))],
-            ep,
-            steps=options.steps,
-            restarts=options.restarts,
-            seed=options.seed,
-            ra0=risks[a],
-            line=lines[(a, b)],
-            progress=bar,
-        )
+            evaluators[a], evaluators[b], math.sqrt(2 * ep) * vectors[pairs.index((a, b))], ep,
+            steps=options.steps, restarts=options.restarts, seed=options.seed, ra0=risks[a],
+            line=lines[(a, b)], progress=bar,
+        )  # fmt: skip
         bar.update(done + per_search - bar.n)
         search_value[e], search_steps[e] = sc.value, sc.steps
         search_history.append(np.asarray(sc.history))

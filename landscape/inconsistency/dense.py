@@ -194,7 +194,9 @@ def dense_curvatures(model, loss_func, domains: Mapping, params, curvature: str)
     closed form (where :func:`~landscape.curvature.has_closed_form` says the model and
     selection allow one) sums in float64 from the model's own features; any other selection,
     or a closed form refused by its run-time conditions (``NoClosedForm``), is computed by
-    products on a float64 copy of the model and data.
+    products on a float64 copy of the model (any module torch.func differentiates), each
+    batch cast to float64 as it is used. Both accumulate over the domain's batches (a
+    DataLoader streams): memory holds one batch and the ``[D, D]`` result.
 
     Returns:
         ``{domain: (H [D, D] float64 NumPy, risk, gradient [D] float64 NumPy)}``.
@@ -216,14 +218,10 @@ def dense_curvatures(model, loss_func, domains: Mapping, params, curvature: str)
                     pass
         if model64 is None:
             model64 = copy.deepcopy(model).to(torch.float64)
-        data64 = [(_double(X), _double(y)) for X, y in data]
-        with curvature_operator(model64, loss_func, data64, params, curvature) as op:
+        # the operator casts each batch to the copy's float64 as it runs: one batch in memory
+        with curvature_operator(model64, loss_func, data, params, curvature) as op:
             out[d] = (_numpy(op.dense()), op.risk(), _numpy(op.gradient()))
     return out
-
-
-def _double(t):
-    return t.double() if t.is_floating_point() else t
 
 
 def _numpy(t) -> np.ndarray:

@@ -12,10 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("dense", "matrix-free", "diagonal")
+METHODS = ("auto", "dense", "matrix-free", "diagonal")
 CURVATURES = ("hessian", "ggn", "ef")
 DIAGONAL_SOURCES = ("hessian", "variance")
 SOLVERS = ("lobpcg", "eigsh")
+
+#: ``method="auto"`` builds dense ``[D, D]`` matrices up to this many parameters (exact, and
+#: cheaper than an iterative solve: ``D`` products or the head's closed form, one ``eigh``
+#: per domain), and runs the matrix-free solvers above it.
+AUTO_DENSE_DIM = 2048
 
 #: ``λ_min(H_A) ≤ PD_RTOL · λ_max(H_A)`` counts as singular.
 PD_RTOL = 1e-8

@@ -9,6 +9,7 @@ values and runs the empirical check on the true losses.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from landscape.inconsistency.dense import DenseCurvature, dense_curvatures
 from landscape.inconsistency.diagonal import DiagonalCurvature, diagonals
 from landscape.inconsistency.matrix_free import MatrixFreeCurvature
 from landscape.inconsistency.options import (
+    AUTO_DENSE_DIM,
     CURVATURES,
     DIAGONAL_SOURCES,
     METHODS,
@@ -61,6 +63,25 @@ class ScoreSettings:
     check: CheckOptions
     progress: bool = True
 
+    @classmethod
+    def resolve(
+        cls, epsilon, method, curvature, diagonal_source, remedy, solver, check, progress
+    ) -> ScoreSettings:
+        """Validate the plain arguments of :func:`inconsistency_score` (``method="auto"``
+        stays unresolved until the selection's size is known)."""
+        eps, scalar = check_epsilon(epsilon)
+        return cls(
+            epsilon=eps,
+            scalar=scalar,
+            method=choice(method, METHODS, "method"),
+            curvature=choice(curvature, CURVATURES, "curvature"),
+            diagonal_source=choice(diagonal_source, DIAGONAL_SOURCES, "diagonal_source"),
+            remedy=remedy,
+            solver=solver,
+            check=check,
+            progress=progress,
+        )
+
 
 def inconsistency_score(
     model,
@@ -68,7 +89,7 @@ def inconsistency_score(
     domains: Mapping,
     epsilon: float | Sequence[float],
     params=None,
-    method: str = "dense",
+    method: str = "auto",
     *,
     curvature: str = "hessian",
     diagonal_source: str = "hessian",
@@ -91,92 +112,62 @@ def inconsistency_score(
 ) -> InconsistencyResult:
     r"""The inconsistency score :math:`I^\varepsilon` of a model over its domains.
 
-    For every ordered pair ``(A, B)`` of domains: the risk term :math:`R_B - R_A`, the
-    curvature term :math:`\varepsilon \max(\lambda_{\max}(H_B, H_A), 0)` and their sum; the
-    score is the largest sum (at least ``ε``, the value of ``(A, A)``), as in docs/method.md
-    section 3 (Parascandolo et al. 2021; Rame et al. 2022, section 3):
-
-    .. math::
-
-        I^\varepsilon \approx \max_{(A, B)} \Big[ R_B - R_A
-            + \max_{\frac12 \theta^\top H_A \theta \le \varepsilon} \tfrac12 \theta^\top
-            H_B \theta \Big], \qquad
-        \max_{\frac12 \theta^\top H_A \theta \le \varepsilon} \tfrac12 \theta^\top H_B \theta
-            = \varepsilon \max(\lambda_{\max}(H_B, H_A), 0).
-
-    The eigenproblems are solved once: a list of ``ε`` costs nothing more (the curvature
-    term is linear in ``ε``) except for the empirical check.
+    The largest :math:`R_B - R_A + \varepsilon \max(\lambda_{\max}(H_B, H_A), 0)` over ordered
+    pairs ``(A, B)``, at least ``ε`` (the package docstring; docs/method.md section 3).
 
     Args:
-        model: the network at :math:`\theta^*` (eval mode; never changed).
+        model: any ``nn.Module`` whose forward takes a tensor batch, at :math:`\theta^*`
+            (eval mode; never changed).
         loss_func: mean-reduced ``BCEWithLogitsLoss``, ``CrossEntropyLoss`` or ``MSELoss``.
-        domains: ``{name: data}`` with at least two domains.
-        epsilon: ``ε > 0``, or a list of them.
-        params: the parameters ``θ`` moves (``None`` = all, a prefix such as
-            ``"classifier"``, or names).
-        method: ``"dense"`` (``[D, D]`` curvature matrices in float64: summed in float64 from
-            the model's own features for the output layer's closed form, else computed on a
-            float64 copy of the model and data; ``D`` up to a few thousand),
-            ``"matrix-free"`` (LOBPCG / ARPACK on curvature-vector products; whole networks)
-            or ``"diagonal"`` (ratios of diagonals :math:`\max_k h_{B,k}/h_{A,k}`, the
-            approximation Fishr matches).
-        curvature: ``"hessian"``, ``"ggn"`` (generalised Gauss-Newton) or ``"ef"`` (empirical
-            Fisher).
-        diagonal_source: for ``method="diagonal"``: ``"hessian"`` (the diagonal of the chosen
-            curvature) or ``"variance"`` (Fishr's per-domain gradient variances).
-        remedy: what to do when ``H_A`` is not positive definite: ``None`` (raise
-            :class:`NotPositiveDefiniteError` with the report), ``"damping"`` (``H_A + δI``,
-            ``δ = damping·λ_max(H_A)``) or ``"top-k"`` (``θ`` restricted to the span of the
-            ``k`` leading eigenvectors of ``H_A``; for the diagonal method the ``k`` largest
-            entries). A singular ``H_A`` whose null space every ``H_B`` shares is solved on
-            its range (reported as ``remedy="range"`` for that pair).
-        damping: relative damping for ``remedy="damping"``.
-        k: subspace size for ``remedy="top-k"``.
-        check: run the empirical check on the true losses (line along every pair's maximiser,
-            projected ascent on the winning pair; see :mod:`landscape.inconsistency.checks`).
-        check_steps, check_restarts: ascent steps and seeded random restarts of the search
-            (each step takes two gradients and a few risk evaluations of both domains). For
-            a head selection the risks run the head alone on its cached input (one forward
-            pass per domain in all; ``result.check["evaluator"]`` says which evaluation ran).
-        solver, tol, maxiter, block_size, lanczos_steps, rtol, seed: the solver options
-            (:class:`SolverOptions`): matrix-free eigensolver, its relative tolerance (also
-            of the top-``k`` Lanczos), iteration limit, LOBPCG block size, Lanczos products
-            per domain, ``λ_min ≤ rtol·λ_max`` counts as singular, seed of every random start.
+        domains: ``{name: data}``, at least two; ``data`` a list of ``(X, y)`` batches or an
+            unshuffled DataLoader (every pass accumulates over batches: memory holds one).
+        epsilon: ``ε > 0``, or a list; ``params``: what ``θ`` moves (``None`` = all, a prefix
+            such as ``"classifier"``, or names).
+        method: ``"auto"`` (``"dense"`` for ``D <=`` :data:`AUTO_DENSE_DIM`, else
+            ``"matrix-free"``), ``"dense"`` (float64 ``[D, D]`` matrices: the output layer's
+            closed form from the model's features where it applies, else products on a
+            float64 copy of the model; ``D <= MAX_DENSE_DIM``), ``"matrix-free"`` (LOBPCG /
+            ARPACK on curvature-vector products) or ``"diagonal"`` (ratios
+            :math:`\max_k h_{B,k}/h_{A,k}` of diagonals, the approximation Fishr matches).
+        curvature: ``"hessian"``, ``"ggn"`` or ``"ef"``; ``diagonal_source`` (diagonal method):
+            ``"hessian"`` (the curvature's diagonal) or ``"variance"`` (Fishr's variances).
+        remedy, damping, k: for an ``H_A`` not positive definite: ``None`` (raise),
+            ``"damping"`` (``H_A + δI``, ``δ = damping·λ_max(H_A)``) or ``"top-k"`` (the span
+            of the ``k`` leading eigenvectors; the ``k`` largest entries for diagonals); a
+            null space every ``H_B`` shares is solved on the range (``remedy="range"``).
+        check, check_steps, check_restarts: the empirical check on the true losses
+            (:mod:`landscape.inconsistency.checks`, :class:`CheckOptions`); a head selection
+            runs the head alone on its cached input (``result.check["evaluator"]``).
+        solver, tol, maxiter, block_size, lanczos_steps, rtol, seed: :class:`SolverOptions`;
+            ``solver_options``, ``check_options``: the groups whole (override the keywords).
         progress: show progress bars.
-        solver_options, check_options: the option groups whole (override the plain keywords).
 
     Returns:
-        An :class:`InconsistencyResult`; ``print(result)`` shows the table.
+        An :class:`InconsistencyResult` (``result.method``: the method that ran).
 
     Raises:
         ValueError: ``ε ≤ 0``, fewer than two domains, unknown method / curvature / remedy,
-            ``D`` too large for the dense method.
+            an explicit method that cannot handle the model (one line naming one that can).
         NotPositiveDefiniteError: some ``H_A`` is singular or indefinite and ``remedy`` is
             ``None`` (the message names the remedies; ``err.report`` has the details).
-        NotConvergedError: an iterative solver did not meet its tolerance (no number is
-            reported as if it had; the message names the pair, the residual and what to do).
+        NotConvergedError: an iterative solver did not meet its tolerance.
     """
     t_start = time.perf_counter()
-    eps, scalar = check_epsilon(epsilon)
-    settings = ScoreSettings(
-        epsilon=eps,
-        scalar=scalar,
-        method=choice(method, METHODS, "method"),
-        curvature=choice(curvature, CURVATURES, "curvature"),
-        diagonal_source=choice(diagonal_source, DIAGONAL_SOURCES, "diagonal_source"),
-        remedy=Remedy.resolve(remedy, damping, k),
-        solver=solver_options
+    settings = ScoreSettings.resolve(
+        epsilon, method, curvature, diagonal_source, Remedy.resolve(remedy, damping, k),
+        solver_options
         or SolverOptions(solver, tol, maxiter, block_size, lanczos_steps, None, rtol, seed),
-        check=check_options or CheckOptions(check, check_steps, check_restarts, seed=seed),
-        progress=progress,
-    )
-    model, domains, selected = _checked_inputs(model, loss_func, domains, params, settings)
+        check_options or CheckOptions(check, check_steps, check_restarts, seed=seed),
+        progress,
+    )  # fmt: skip
+    domains, selected, settings = _checked_inputs(model, loss_func, domains, params, settings)
     with _model_state_kept(model):
         return _score(model, loss_func, domains, selected, settings, t_start)
 
 
 def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
-    """Validate the model, loss and domains; resolve ``params`` to the selected parameters."""
+    """Validate the model, loss and domains; resolve ``params`` to the selected parameters
+    and ``method="auto"`` to the method that runs: ``(domains, selected, settings)``."""
     import torch
 
     from landscape.curvature import (
@@ -198,12 +189,15 @@ def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
         check_finite_output(model, name, next(iter(data)))
     selected = select_params(model, params)
     dim = sum(p.numel() for p in selected.values())
+    if settings.method == "auto":
+        method = "dense" if dim <= AUTO_DENSE_DIM else "matrix-free"
+        settings = dataclasses.replace(settings, method=method)
     if settings.method == "dense" and dim > MAX_DENSE_DIM:
         raise ValueError(
             f"method='dense' builds [D, D] matrices and D={dim} is above {MAX_DENSE_DIM}; use "
-            "method='matrix-free' or fewer parameters (e.g. params='classifier')"
+            "method='matrix-free' (or 'auto') or fewer parameters (e.g. params='classifier')"
         )
-    return model, domains, selected
+    return domains, selected, settings
 
 
 @contextlib.contextmanager

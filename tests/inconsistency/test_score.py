@@ -143,6 +143,7 @@ def test_bad_input_messages():
             {"a": [(torch.ones(2, 100), torch.ones(2, 100))]}
             | {"b": [(torch.ones(2, 100), torch.ones(2, 100))]},
             0.1,
+            method="dense",
         )
     dropout = nn.Sequential(model, nn.Dropout(0.1)).train()  # behaves differently in train mode
     with pytest.raises(ValueError, match="train mode"):
