@@ -13,7 +13,8 @@ landscape.inconsistency.InconsistencyResult.load) and OUT/score_summary.json.
 
 Methods: dense (exact [D, D] curvature, e.g. --params classifier for Fishr's head),
 matrix-free (LOBPCG on curvature-vector products, whole networks), diagonal (ratios of
-diagonals, what Fishr matches). The Hessian H_A of a trained ReLU network is singular or
+diagonals, what Fishr matches); the default, auto, is dense up to 2048 parameters and
+matrix-free beyond. The Hessian H_A of a trained ReLU network is singular or
 indefinite, so by default the score is restricted to the top-k eigenspace of H_A
 (--remedy top-k, k = min(20, D - 1)); --remedy damping uses H_A + damping * lambda_max(H_A) I
 instead, and --remedy none is the strict score, which stops and says so when H_A is not
@@ -44,6 +45,9 @@ from landscape.cli._common import (
 # import to parse; tests/cli/test_score.py keeps them equal). --check-steps passes only an
 # explicit value, so the library's default applies.
 CHECK_STEPS = 30
+# landscape.inconsistency.AUTO_DENSE_DIM: --method auto's largest dense problem (spelled out
+# likewise; tests/cli/test_score.py keeps them equal)
+AUTO_DENSE_DIM = 2048
 
 HELP = "inconsistency score I^eps of a checkpoint: pairwise matrix, winning pair, parts, check"
 
@@ -61,10 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_params_argument(parser)
     parser.add_argument(
         "--method",
-        choices=["dense", "matrix-free", "diagonal"],
-        default="dense",
+        choices=["auto", "dense", "matrix-free", "diagonal"],
+        default="auto",
         help="dense (exact, D up to a few thousand), matrix-free (whole networks) or "
-        "diagonal (ratios of diagonals); default dense",
+        "diagonal (ratios of diagonals); default auto: dense for at most "
+        f"{AUTO_DENSE_DIM} parameters (e.g. --params classifier), else matrix-free",
     )
     add_curvature_argument(
         parser, "Hessian, generalised Gauss-Newton or empirical Fisher; default hessian"

@@ -102,3 +102,12 @@ def test_default_k_is_below_the_dimension():
     from landscape.cli._common import default_k
 
     assert default_k(43) == 20 and default_k(5) == 4 and default_k(1) == 1
+
+
+def test_spelled_out_constants_are_the_library_s():
+    """The command spells out the library's numbers (no torch import to parse)."""
+    from landscape.cli import score as cli_score
+    from landscape.inconsistency import AUTO_DENSE_DIM
+
+    assert cli_score.AUTO_DENSE_DIM == AUTO_DENSE_DIM
+    assert build_parser().parse_args(["score", "x.safetensors"]).method == "auto"
