@@ -5,7 +5,12 @@ BackPACK (Dangel et al. 2020) computes first-order statistics of the per-sample 
 ``DiagGGNExact``, ``DiagGGNMC``) in one backward pass, but only for the module classes it has
 a rule for. :func:`backpack_pass` says so with :class:`BackpackUnsupported` (a
 ``ValueError`` naming the module and what to use instead), so that the public functions can
-fall back to an exact ``torch.func`` or product-based method. BackPACK's own warnings
+fall back to an exact ``torch.func`` or product-based method. Second-order extensions also need
+the model to be a chain of modules (no functional operation or residual sum between two
+modules on the backward path): BackPACK then finds no quantity to back-propagate and fails
+an assertion, which is caught the same way. A module owning a selected parameter must run
+exactly once per forward (BackPACK keeps the last call's inputs only): checked on every
+batch. BackPACK's own warnings
 ("Full backward hook is firing ...", missing extensions) never reach the caller.
 """
 
@@ -14,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -104,8 +109,9 @@ def backpack_pass(
     fallback: str,
     seed: int | None = None,
     progress: bool = False,
-) -> list[tuple[int, dict[str, Tensor]]]:
-    """Run BackPACK over one domain's batches: ``[(n_b, {field: [D]} incl. "grad")]``.
+) -> Iterator[tuple[int, dict[str, Tensor]]]:
+    """Run BackPACK over one domain's batches, yielding ``(n_b, {field: [D]} incl. "grad")``
+    batch by batch (a generator: callers reduce as they go, so memory stays one batch's).
 
     Raises:
         BackpackUnsupported: a module (or BCE targets) BackPACK cannot handle; the message
@@ -118,23 +124,68 @@ def backpack_pass(
         name = type(extensions()[0]).__name__
         raise BackpackUnsupported(f"BackPACK's {name} has no rule for {missing}; use {fallback}")
     model, leaves = _copy(setup)
+    owners = _owners(model, setup.names)
     loss_func = extend(with_reduction(setup.loss_func, reduction))
     like = next(model.parameters())
     fork = [like.device] if like.device.type == "cuda" else []
-    results = []
     desc = f"BackPACK {', '.join(fields)}"
-    with quiet_backpack():
-        for X, y in tqdm(as_batches(data), desc=desc, disable=not progress, leave=False):
-            X, y = _to(X, like), _to(y, like)
-            with torch.random.fork_rng(devices=fork, enabled=seed is not None):
-                if seed is not None:
-                    torch.manual_seed(int(seed))
+    for X, y in tqdm(as_batches(data), desc=desc, disable=not progress, leave=False):
+        X, y = _to(X, like), _to(y, like)
+        with quiet_backpack(), torch.random.fork_rng(devices=fork, enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            with _CallCount(owners) as calls:
                 out = model(X)
-                if second_order:
-                    _check_targets(setup, out, y, fallback)
-                _backward(loss_func(out, y), extensions, fallback)
-            results.append((int(X.shape[0]), _collect(leaves, fields, fallback)))
-    return results
+            calls.check(fallback)
+            if second_order:
+                _check_targets(setup, out, y, fallback)
+            _backward(loss_func(out, y), extensions, fallback)
+        yield int(X.shape[0]), _collect(leaves, fields, fallback)
+
+
+def _owners(model: nn.Module, names: Sequence[str]) -> dict[str, nn.Module]:
+    """``{qualified name: module}`` of the modules that own a selected parameter."""
+    selected = set(names)
+    return {
+        prefix: module
+        for prefix, module in model.named_modules()
+        if any(
+            (f"{prefix}.{n}" if prefix else n) in selected
+            for n, _ in module.named_parameters(recurse=False)
+        )
+    }
+
+
+class _CallCount:
+    """Counts the calls of some modules during one forward (hooks removed on exit)."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.modules, self.calls, self._handles = modules, dict.fromkeys(modules, 0), []
+
+    def __enter__(self) -> _CallCount:
+        for name, module in self.modules.items():
+            self._handles.append(module.register_forward_hook(self._hook(name)))
+        return self
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            self.calls[name] += 1
+
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def check(self, fallback: str) -> None:
+        """:class:`BackpackUnsupported` unless every module ran exactly once."""
+        for name, count in self.calls.items():
+            if count != 1:
+                module = type(self.modules[name]).__name__
+                raise BackpackUnsupported(
+                    f"BackPACK needs each module owning a selected parameter to run once per "
+                    f"forward; {module} ({name or 'the model'}) ran {count} times; use {fallback}"
+                )
 
 
 def _backward(loss: Tensor, extensions: Callable[[], list], fallback: str) -> None:
@@ -143,6 +194,13 @@ def _backward(loss: Tensor, extensions: Callable[[], list], fallback: str) -> No
     try:
         with backpack(*extensions()):
             loss.backward()
+    except AssertionError as err:  # no back-propagated quantity: not a chain of modules
+        module = str(err).split("Module: ")[-1].split("(")[0] if "Module: " in str(err) else "?"
+        raise BackpackUnsupported(
+            f"BackPACK's {type(extensions()[0]).__name__} needs the model to be a chain of "
+            f"modules; the backward pass reached {module} through a functional operation or a "
+            f"residual sum; use {fallback}"
+        ) from None
     except (NotImplementedError, RuntimeError, AttributeError) as err:
         raise BackpackUnsupported(
             f"BackPACK cannot handle this model ({type(err).__name__}: "

@@ -7,10 +7,11 @@ Backends, each exact unless said otherwise:
 * ``products``: the exact Hessian diagonal from rows of Hessian-vector products,
   :math:`H_{jj} = e_j^\\top H e_j` (``D`` products: small selections only);
 * ``torch.func``: the exact GGN diagonal
-  :math:`\\operatorname{diag} G = \\frac1N\\sum_i \\sum_{c,c'} \\Lambda_{i,cc'}\\,
-  J_{i,c} \\odot J_{i,c'}` from per-sample Jacobians :math:`J_i = \\partial f_i/\\partial\\theta`
-  (``C`` vector-Jacobian products per sample for ``C`` outputs) and the loss Hessians
-  :math:`\\Lambda_i = \\partial^2 \\ell_i / \\partial f_i^2` (any model torch.func supports);
+  :math:`\\operatorname{diag} G = \\frac1N\\sum_i\\sum_c (J_i^\\top s_{i,c})^{\\odot 2}`
+  with :math:`J_i = \\partial f_i/\\partial\\theta` and a factor :math:`\\Lambda_i = S_i S_i^\\top`
+  of the loss Hessian in the outputs (``C`` vector-Jacobian products per sample for ``C``
+  outputs, vectorised by ``vmap``), and the Monte-Carlo Fisher diagonal with sampled columns
+  (:mod:`landscape.curvature._func`; any model torch.func supports);
 * ``operator``: Hutchinson's :math:`\\frac1m\\sum_j v_j \\odot A v_j` (unbiased, with a standard
   error; any model).
 """
@@ -24,22 +25,18 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from landscape.curvature._backpack import BackpackUnsupported, backpack_pass
 from landscape.curvature._setup import Setup, numpy, prepare, rademacher
 from landscape.curvature.checks import as_choice
-from landscape.curvature.operators import Curvature, _to, as_curvature
+from landscape.curvature.operators import Curvature, as_curvature
 from landscape.curvature.results import HessianDiagonalResult
-from landscape.domains import Domains, as_batches
+from landscape.domains import Domains
 from landscape.params import ParamSpec
 
 # Largest selection whose exact Hessian diagonal is taken from D rows of products when
 # BackPACK cannot compute it (cost: D products per domain).
 ROWS_MAX_DIM = 4096
-
-# Per-sample Jacobians are built in chunks of at most this many elements ([chunk, C, D]).
-_JACOBIAN_ELEMENTS = 2**24
 
 
 class DiagonalMethod(str, Enum):
@@ -54,10 +51,10 @@ class DiagonalMethod(str, Enum):
     else ``D`` rows of Hessian-vector products (``D <=`` :data:`ROWS_MAX_DIM`)."""
     GGN = "ggn"
     """Exact GGN diagonal (= Fisher diagonal for CE / BCE): BackPACK's ``DiagGGNExact``, else
-    per-sample Jacobians by ``torch.func`` (any model)."""
+    squared per-sample vector-Jacobian products by ``torch.func`` (any model)."""
     FISHER_MC = "fisher_mc"
-    """Monte-Carlo Fisher diagonal by BackPACK's ``DiagGGNMC`` (labels sampled from the
-    model, seeded); BackPACK only."""
+    """Monte-Carlo Fisher diagonal (labels sampled from the model, seeded): BackPACK's
+    ``DiagGGNMC``, else the same estimator by ``torch.func`` (any model)."""
     HUTCHINSON = "hutchinson"
     """:math:`\\mathbb E[v \\odot A v]` with Rademacher probes ``v``, with a standard error;
     any model (products only)."""
@@ -98,11 +95,12 @@ def hessian_diagonal(
     * ``"exact"``: :math:`\\operatorname{diag}\\nabla^2 R_e` (BackPACK ``DiagHessian``, else
       rows of Hessian-vector products for ``D <=`` :data:`ROWS_MAX_DIM`);
     * ``"ggn"``: :math:`\\operatorname{diag} \\frac1N\\sum_i J_i^\\top\\Lambda_i J_i`
-      (``DiagGGNExact``, else per-sample Jacobians by ``torch.func``); for the head of a
+      (``DiagGGNExact``, else ``C`` per-sample vector-Jacobian products by ``torch.func``,
+      any model); for the head of a
       network it equals the Hessian diagonal, since the logits are linear in the head's
       weights (docs/method.md section 3);
     * ``"fisher_mc"``: Monte-Carlo Fisher with ``mc_samples`` labels drawn from the model per
-      sample (``DiagGGNMC``, seeded with ``seed``; BackPACK only);
+      sample (``DiagGGNMC``, else ``torch.func``; seeded with ``seed``);
     * ``"hutchinson"``: :math:`\\frac1m \\sum_j v_j \\odot A v_j` with ``num_probes``
       Rademacher probes (seeded) on the ``curvature`` operator; unbiased, per-entry standard
       error :math:`s_j / \\sqrt m`; works for any model.
@@ -178,7 +176,7 @@ def _plan(setup: Setup, method: DiagonalMethod) -> list[tuple[DiagonalMethod, st
     if method is DiagonalMethod.GGN:
         return [(method, "backpack"), (method, "torch.func")]
     if method is DiagonalMethod.FISHER_MC:
-        return [(method, "backpack")]
+        return [(method, "backpack"), (method, "torch.func")]
     return [(method, "operator")]
 
 
@@ -202,7 +200,7 @@ def _diagonal(setup: Setup, data, how: DiagonalMethod, backend: str, options: Di
     if backend == "backpack":
         return _diagonal_backpack(setup, data, how, options), None, None
     if backend == "torch.func":
-        return _ggn_diagonal_func(setup, data, options.progress), None, None
+        return _diagonal_func(setup, data, how, options), None, None
     if backend == "refuse":
         raise BackpackUnsupported(
             f"method='exact' needs BackPACK, which cannot handle this model, or D <= "
@@ -245,8 +243,11 @@ def _diagonal_backpack(setup: Setup, data, how: DiagonalMethod, options: Diagona
         seed=options.seed if how is DiagonalMethod.FISHER_MC else None,
         progress=options.progress,
     )
-    N = sum(n for n, _ in runs)
-    return sum((n / N) * e[field] for n, e in runs)
+    total, N = None, 0
+    for n, entry in runs:  # the risk's diagonal: sum_b n_b diag(H_b) / N
+        total = n * entry[field] if total is None else total.add_(entry[field], alpha=n)
+        N += n
+    return total / N
 
 
 def _hutchinson_diagonal(op, num_probes: int, seed: int) -> tuple[Tensor, Tensor | None]:
@@ -271,37 +272,20 @@ def _rows_diagonal(op, chunk: int = 64) -> Tensor:
     return diag
 
 
-def _ggn_diagonal_func(setup: Setup, data, progress: bool) -> Tensor:
-    """Exact GGN diagonal of the risk from per-sample Jacobians (``torch.func``)."""
-    from torch.func import functional_call, hessian, jacrev, vmap
+def _diagonal_func(setup: Setup, data, how: DiagonalMethod, options: DiagonalOptions) -> Tensor:
+    """Exact GGN or Monte-Carlo Fisher diagonal by squared per-sample vector-Jacobian
+    products (:mod:`landscape.curvature._func`; any model ``torch.func`` supports)."""
+    from landscape.curvature._func import hessian_factor, sampled_factor, squared_vjp_diagonal
 
-    model, loss_func, like = setup.model, setup.loss_func, setup.like
-    leaves, fixed = setup.split_params()
-
-    def output(theta, x):
-        return functional_call(model, {**fixed, **theta}, (x.unsqueeze(0),)).squeeze(0)
-
-    def loss_hessian(out, t):
-        return hessian(lambda o: loss_func(o.unsqueeze(0), t.unsqueeze(0)))(out)
-
-    jacobians = vmap(jacrev(output), in_dims=(None, 0))
-    hessians = vmap(loss_hessian)
-    total = torch.zeros(setup.dim, dtype=like.dtype, device=like.device)
-    N, chunk = 0, None
-    for X, y in tqdm(as_batches(data), desc="GGN diagonal", disable=not progress, leave=False):
-        X, y = _to(X, like), _to(y, like)
-        if chunk is None:
-            C = int(output(leaves, X[0]).numel())
-            chunk = max(1, _JACOBIAN_ELEMENTS // (C * setup.dim))
-        for i in range(0, X.shape[0], chunk):
-            x, t = X[i : i + chunk], y[i : i + chunk]
-            n = int(x.shape[0])
-            with torch.no_grad():
-                J = jacobians(leaves, x)
-                J = torch.cat([J[k].reshape(n, -1, leaves[k].numel()) for k in setup.names], 2)
-                out = functional_call(model, {**fixed, **leaves}, (x,))
-                C = J.shape[1]
-                lam = hessians(out, t).reshape(n, C, C)
-                total += torch.einsum("ncd,ncp,ndp->p", lam, J, J)
-            N += n
-    return total / N
+    if how is DiagonalMethod.GGN:
+        return squared_vjp_diagonal(
+            setup, data, lambda out, y: hessian_factor(setup, out, y), progress=options.progress
+        )
+    generator = torch.Generator().manual_seed(options.seed)  # the same draws for every domain
+    return squared_vjp_diagonal(
+        setup,
+        data,
+        lambda out, y: sampled_factor(setup, out, options.mc_samples, generator),
+        desc="Monte-Carlo Fisher diagonal",
+        progress=options.progress,
+    )

@@ -142,19 +142,22 @@ def _resolve(setup: Setup, method: str) -> tuple[str, str | None]:
         reason, fallback = _linear_reason(setup)
         if reason is None:
             return "linear", None
+        if fallback == "backpack" and missing_extension(setup, Variance()) is not None:
+            fallback = "per_sample"  # BackPACK lacks a rule too
         if method == "linear":
-            raise ValueError(f"method='linear' does not apply: {reason}; use method='{fallback}'")
+            others = "'backpack', 'per_sample'" if fallback == "backpack" else "'per_sample'"
+            raise ValueError(
+                f"method='linear' does not apply: {reason}; use method={others} or 'auto'"
+            )
         method = fallback
     if method != "backpack":
         return method, None
     missing = missing_extension(setup, Variance())
     if missing is None:
         return "backpack", "per_sample" if requested == "auto" else None
-    if requested == "auto":
-        return "per_sample", None
     raise ValueError(
         f"method='backpack' cannot handle this model: BackPACK's Variance has no rule for "
-        f"{missing}; use method='per_sample' or method='auto'"
+        f"{missing}; use method='per_sample' (torch.func, any model) or 'auto'"
     )
 
 
@@ -180,12 +183,22 @@ def _moments(setup: Setup, data, method: str, chunk: int, progress: bool):
 
 def _combine_moments(parts):
     """Chan et al.'s parallel combination of per-batch ``(n_b, sum g, biased var, sum g^2)``
-    into ``(N, mean, biased variance, second moment)``."""
-    N = sum(n for n, *_ in parts)
-    mean = sum(s for _, s, _, _ in parts) / N
-    m2 = sum(n * var + n * (s / n - mean) ** 2 for n, s, var, _ in parts)
-    second = sum(q for *_, q in parts) / N
-    return N, mean, m2 / N, second
+    into ``(N, mean, biased variance, second moment)``, streaming: ``parts`` may be a
+    generator, one part is held at a time. Adding a part of ``n`` samples to ``N``:
+    :math:`\\delta = \\bar g_b - \\bar g`, :math:`M_2 \\mathrel{+}= n v_b + \\delta^2 N n/(N+n)`,
+    :math:`\\bar g \\mathrel{+}= \\delta\\, n/(N+n)` (exact; no cancellation of large sums)."""
+    N, mean, m2, second = 0, None, None, None
+    for n, s, var, q in parts:
+        batch_mean = s / n
+        if N == 0:
+            mean, m2, second = batch_mean, n * var, q.clone()
+        else:
+            delta = batch_mean - mean
+            m2 = m2 + n * var + delta.square() * (N * n / (N + n))
+            mean = mean + delta * (n / (N + n))
+            second = second + q
+        N += n
+    return N, mean, m2 / N, second / N
 
 
 def _variance_backpack(setup: Setup, data, progress: bool):
@@ -202,7 +215,7 @@ def _variance_backpack(setup: Setup, data, progress: bool):
         progress=progress,
     )
     N, mean, var, second = _combine_moments(
-        [(n, e["grad"], e["variance"], e["sum_grad_squared"]) for n, e in runs]
+        (n, e["grad"], e["variance"], e["sum_grad_squared"]) for n, e in runs
     )
     c = _outputs_per_sample(setup, data)
     return N, mean / c, var / c**2, second / c**2
@@ -231,17 +244,20 @@ def _variance_per_sample(setup: Setup, data, chunk_size: int, progress: bool):
         return loss_func(out, t.unsqueeze(0))
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-    parts = []
-    batches = list(as_batches(data))
-    for X, y in tqdm(batches, desc="per-sample gradients", disable=not progress, leave=False):
-        X, y = _to(X, like), _to(y, like)
-        for i in range(0, X.shape[0], chunk_size):
-            G = per_sample(leaves, X[i : i + chunk_size], y[i : i + chunk_size])
-            G = torch.cat([G[n].reshape(G[n].shape[0], -1) for n in setup.names], dim=1)
-            s = G.sum(0)
-            mean = s / G.shape[0]
-            parts.append((G.shape[0], s, ((G - mean) ** 2).mean(0), (G**2).sum(0)))
-    return _combine_moments(parts)
+
+    def parts():  # one chunk at a time, batches streamed (one batch in memory)
+        batches = tqdm(as_batches(data), desc="per-sample gradients", disable=not progress,
+                       leave=False)  # fmt: skip
+        for X, y in batches:
+            X, y = _to(X, like), _to(y, like)
+            for i in range(0, X.shape[0], chunk_size):
+                G = per_sample(leaves, X[i : i + chunk_size], y[i : i + chunk_size])
+                G = torch.cat([G[n].reshape(G[n].shape[0], -1) for n in setup.names], dim=1)
+                s = G.sum(0)
+                mean = s / G.shape[0]
+                yield G.shape[0], s, ((G - mean) ** 2).mean(0), (G**2).sum(0)
+
+    return _combine_moments(parts())
 
 
 def _linear_setup(setup: Setup):
@@ -295,19 +311,22 @@ def _variance_linear(setup: Setup, data, chunk_size: int, progress: bool):
 
     layers, params = _linear_setup(setup)
     like = setup.like
-    parts = []
-    batches = list(as_batches(data))
-    for X, y in tqdm(batches, desc="per-sample moments", disable=not progress, leave=False):
-        X, y = _to(X, like), _to(y, like)
-        n = int(X.shape[0])
-        s = q = None
-        for i in range(0, n, chunk_size):
-            acts, deltas, _, _ = linear_pass(
-                setup.model, layers, X[i : i + chunk_size], y[i : i + chunk_size],
-                setup.loss_func, params,
-            )  # fmt: skip
-            ds, dq = linear_gradient_sums(layers, acts, deltas)
-            s, q = (ds, dq) if s is None else (s + ds, q + dq)
-        mean = s / n
-        parts.append((n, s, q / n - mean.square(), q))
-    return _combine_moments(parts)
+
+    def parts():  # one batch at a time, streamed
+        batches = tqdm(as_batches(data), desc="per-sample moments", disable=not progress,
+                       leave=False)  # fmt: skip
+        for X, y in batches:
+            X, y = _to(X, like), _to(y, like)
+            n = int(X.shape[0])
+            s = q = None
+            for i in range(0, n, chunk_size):
+                acts, deltas, _, _ = linear_pass(
+                    setup.model, layers, X[i : i + chunk_size], y[i : i + chunk_size],
+                    setup.loss_func, params,
+                )  # fmt: skip
+                ds, dq = linear_gradient_sums(layers, acts, deltas)
+                s, q = (ds, dq) if s is None else (s + ds, q + dq)
+            mean = s / n
+            yield n, s, q / n - mean.square(), q
+
+    return _combine_moments(parts())

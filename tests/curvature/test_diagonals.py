@@ -101,8 +101,8 @@ def test_default_diagonal_works_where_backpack_lacks_a_module(dtype, monkeypatch
     ggn = C.hessian_diagonal(model, loss_func, domains, method="ggn")
     assert ggn.settings["backend"] == "torch.func" and ggn.settings["exact"]
     close(ggn.diagonal["a"], G, rtol, rtol * np.abs(G).max())
-    with pytest.raises(ValueError, match=r"BackPACK's DiagGGNMC has no rule for GroupNorm"):
-        C.hessian_diagonal(model, loss_func, domains, method="fisher_mc")
+    mc = C.hessian_diagonal(model, loss_func, domains, method="fisher_mc")
+    assert mc.settings["backend"] == "torch.func" and not mc.settings["exact"]
     monkeypatch.setattr(diagonals, "ROWS_MAX_DIM", 10)
     with pytest.raises(ValueError, match=r"method='exact' needs BackPACK.*use method='hutchinson'"):
         C.hessian_diagonal(model, loss_func, domains, method="exact")
@@ -115,11 +115,12 @@ def test_default_diagonal_works_where_backpack_lacks_a_module(dtype, monkeypatch
 def test_ggn_by_torch_func_matches_backpack(loss_case):
     """The torch.func GGN diagonal (any model) agrees with BackPACK's where both apply."""
     from landscape.curvature._setup import prepare
-    from landscape.curvature.diagonals import _ggn_diagonal_func
+    from landscape.curvature.diagonals import DiagonalMethod, DiagonalOptions, _diagonal_func
 
     model, loss_func, domains, _ = build_small(loss_case)
     backpack = C.hessian_diagonal(model, loss_func, domains, method="ggn")
     assert backpack.settings["backend"] == "backpack"
     setup = prepare(model, loss_func, domains, None, "test")
     for name, data in domains.items():
-        close(_ggn_diagonal_func(setup, data, False).numpy(), backpack.diagonal[name])
+        ggn = _diagonal_func(setup, data, DiagonalMethod.GGN, DiagonalOptions())
+        close(ggn.numpy(), backpack.diagonal[name])
