@@ -52,7 +52,7 @@ def surface_fingerprint(
         "betas": betas.tolist(),
         "domains": list(domains),
         "num_samples": {n: d.num_samples for n, d in domains.items()},
-        "data": {n: _hash_tensors([t for b in d.batches for t in b]) for n, d in domains.items()},
+        "data": {n: _hash_tensors(t for b in d.batches for t in b) for n, d in domains.items()},
         "directions": directions.fingerprint(),
         "model": _hash_tensors(
             [t for _, t in sorted(model.state_dict().items()) if torch.is_tensor(t)]

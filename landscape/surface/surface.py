@@ -35,10 +35,12 @@ def _evaluator(
     layers = batch_norm_layers(model)
     recompute = opts.batch_norm == "recompute" and bool(layers)
     points_per_call = opts.resolve_points_per_call(plane.device, recompute)
-    first_name = None
+    first_name, option = None, opts.first_layer
+    if option == "auto" and any(d.streamed for d in domains.values()):
+        option = False  # its products would hold a streamed domain's layer output in memory
     if not recompute:
-        probe = next(iter(domains.values())).batches[0][0][:2]
-        first_name = choose_first_layer(model, probe, opts.first_layer)
+        probe = next(iter(domains.values())).first_batch()[0][:2]
+        first_name = choose_first_layer(model, probe, option)
     shortcut = FirstLayer(model, first_name) if first_name is not None else None
     if shortcut is not None:
         domains = {n: shortcut.attach(d, plane) for n, d in domains.items()}
@@ -72,6 +74,19 @@ def _evaluator(
     return evaluator, plane, domains, settings
 
 
+def _check_arguments(model, loss_func, directions) -> None:
+    """One-line errors for directions of another type or model, a model in train mode, a
+    loss reduction other than mean or sum."""
+    if not isinstance(directions, Directions):
+        raise TypeError(
+            f"directions must be a landscape Directions (e.g. random_directions(model)), got "
+            f"{type(directions).__name__}"
+        )
+    directions.check_model(model)
+    check_mode(model)
+    loss_reduction(loss_func)
+
+
 def loss_surface(
     model: nn.Module,
     loss_func: nn.Module,
@@ -93,7 +108,8 @@ def loss_surface(
             same afterwards.
         loss_func: the loss (``reduction="mean"`` or ``"sum"``; the risk is the mean over
             all samples either way, batches weighted by their size).
-        domains: ``{name: data}`` (see :mod:`landscape.domains`); all share the plane.
+        domains: ``{name: data}`` (see :mod:`landscape.domains`); all share the plane. A
+            DataLoader is streamed (read again at each point, one batch in memory).
         directions: from :mod:`landscape.surface.directions` (names and shapes must match the
             model).
         grid: see :func:`landscape.surface.make_grid`; default :math:`[-1, 1]^2`, 21 x 21 (or
@@ -126,26 +142,33 @@ def loss_surface(
         (3, 3)
     """
     opts = SurfaceOptions.merge(options, option_kwargs)
-    if not isinstance(directions, Directions):
-        raise TypeError(
-            f"directions must be a landscape Directions (e.g. random_directions(model)), got "
-            f"{type(directions).__name__}"
-        )
-    directions.check_model(model)
-    check_mode(model)
-    loss_reduction(loss_func)
+    _check_arguments(model, loss_func, directions)
     alphas, betas = make_grid(grid, directions)
     plane = Plane.resolve(model, directions)
     data, seeds = prepare_domains(
         domains, opts.subsample, opts.seed, opts.batch_size, plane.device, plane.dtype
     )
     evaluator, plane, data, settings = _evaluator(model, loss_func, plane, data, opts, seeds)
-    rows: dict[int, dict] = {}
     store = None
     if checkpoint_dir is not None:
         fingerprint = surface_fingerprint(alphas, betas, data, directions, model, settings)
         store = RowStore(checkpoint_dir, fingerprint)
-        rows = store.load(len(alphas))
+    rows = _rows(evaluator, plane, data, alphas, betas, settings, store, progress)
+    return SurfaceResult.from_rows(
+        alphas,
+        betas,
+        [rows[i] for i in range(len(alphas))],
+        {n: d.num_samples for n, d in data.items()},
+        accuracy=evaluator.accuracy,
+        directions=directions.describe(),
+        settings=settings,
+    )
+
+
+def _rows(evaluator, plane, data, alphas, betas, settings, store, progress) -> dict[int, dict]:
+    """Every row of the grid, ``{i: row}``: those ``store`` holds already, the others
+    evaluated (and saved to ``store`` as each finishes)."""
+    rows: dict[int, dict] = store.load(len(alphas)) if store is not None else {}
     bar = tqdm(
         total=len(alphas) * len(betas) * len(data),
         initial=len(rows) * len(betas) * len(data),
@@ -159,12 +182,4 @@ def loss_surface(
                 rows[i] = evaluator.row(plane, data, alpha, betas, settings["points_per_call"], bar)
                 if store is not None:
                     store.save(i, rows[i])
-    return SurfaceResult.from_rows(
-        alphas,
-        betas,
-        [rows[i] for i in range(len(alphas))],
-        {n: d.num_samples for n, d in data.items()},
-        accuracy=evaluator.accuracy,
-        directions=directions.describe(),
-        settings=settings,
-    )
+    return rows
