@@ -35,3 +35,58 @@ def test_make_demo_runs_reproduce_into_the_folder_the_readme_names():
     assert "landscape reproduce --out $(OUT)" in makefile
     readme = (ROOT / "README.md").read_text()
     assert f"`landscape reproduce` ({_demo_out()})" in readme
+
+
+def readme_section(title: str) -> str:
+    """The text of README section ``### title``, up to the next heading."""
+    lines = (ROOT / "README.md").read_text().splitlines(keepends=True)
+    start = lines.index(f"### {title}\n")
+    fenced, end = False, len(lines)
+    for i in range(start + 1, len(lines)):
+        fenced ^= lines[i].startswith("```")
+        if not fenced and lines[i].startswith("#"):  # a heading, not a comment in a block
+            end = i
+            break
+    return "".join(lines[start:end])
+
+
+def code_blocks(section: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def readme_commands(section: str) -> list[list[str]]:
+    """The ``landscape ...`` lines of a section's bash blocks, as argv (without the program)."""
+    import shlex
+
+    lines = [x for block in code_blocks(section, "bash") for x in block.splitlines()]
+    return [shlex.split(x)[1:] for x in lines if x.startswith("landscape ")]
+
+
+def test_score_your_own_model_runs_as_written(tmp_path, monkeypatch):
+    """The files and the commands of "Score your own model", verbatim, on tiny data."""
+    import torch
+
+    from landscape.cli import main
+
+    section = readme_section("Score your own model")
+    files = {b.split(":")[0].removeprefix("# "): b for b in code_blocks(section, "python")}
+    assert set(files) == {"mymodel.py", "mydata.py"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    g = torch.Generator().manual_seed(0)
+    for name in ("a", "b"):
+        X = torch.rand(12, 1, 28, 28, generator=g)
+        torch.save((X, torch.randint(0, 10, (12,), generator=g)), tmp_path / "data" / f"{name}.pt")
+    from landscape.specs import call_spec
+
+    torch.save(call_spec("mymodel.py:make").state_dict(), tmp_path / "weights.pt")
+    commands = readme_commands(section)
+    assert [c[0] for c in commands] == ["score", "curvature", "surface"]
+    for i, argv in enumerate(commands):
+        fast = ["--check-steps", "2"] if argv[0] == "score" else []
+        fast += ["--grid", "-1", "1", "3"] if argv[0] == "surface" else []
+        assert main([*argv, *fast, "--quiet", "--out", f"out{i}"]) == 0, argv
+        written = {"score": "score_summary.json", "curvature": "curvature_summary.json"}
+        assert (tmp_path / f"out{i}" / written.get(argv[0], "surface.json")).is_file()
