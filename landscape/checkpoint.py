@@ -1,4 +1,5 @@
-"""Safe checkpoints: weights in safetensors, metadata as JSON, atomic writes.
+"""Safe checkpoints: weights in safetensors, metadata as JSON, atomic writes; and the one
+entry point that loads any weights file (:func:`load_checkpoint`).
 
 A checkpoint is one ``.safetensors`` file whose header carries the JSON metadata under the
 key ``"landscape"`` (model spec, algorithm, hyperparameters, data spec, seed, step, ...), so
@@ -25,6 +26,26 @@ from torch import Tensor, nn
 
 from landscape.io import atomic_write, write_json
 from landscape.models import build_model
+from landscape.models.domainbed_checkpoint import is_domainbed_checkpoint, load_domainbed
+from landscape.weights import (
+    check_state_dict,
+    load_state_dict_file,
+    load_weights_into,
+    read_torch_file,
+    resolve_model,
+)
+
+__all__ = [
+    "CHECKSUM_KEY",
+    "FORMAT",
+    "check_state_dict",
+    "load_checkpoint",
+    "load_tensors",
+    "read_metadata",
+    "save_checkpoint",
+    "save_tensors",
+    "tensors_sha256",
+]
 
 FORMAT = "landscape-checkpoint"
 FORMAT_VERSION = 1
@@ -127,46 +148,61 @@ def load_checkpoint(
     model: nn.Module | Callable[[], nn.Module] | None = None,
     device: str | torch.device = "cpu",
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model saved at ``path``; returns ``(model, metadata)``.
+    """Load the weights at ``path``; returns ``(model, metadata)``, the model in eval mode
+    (analyses need deterministic passes) on ``device``.
 
-    The model is returned in eval mode (analyses need deterministic passes) on ``device``.
-    ``model`` (an ``nn.Module`` or a zero-argument factory returning one) receives the
-    weights instead of the model rebuilt from the file's spec; it must be compatible.
+    Three formats, told apart by the file (never by running code from it):
+
+    * a **landscape checkpoint** (``.safetensors`` with landscape metadata, written by
+      :func:`save_checkpoint`): the model is rebuilt from its ``model_spec``;
+    * a **plain state dict**: a ``.safetensors`` file without landscape metadata, or a
+      ``torch.save`` file (``.pt``, ``.pth``, ``.bin``, ...) of ``{name: tensor}``, possibly
+      under ``"state_dict"`` / ``"model_state_dict"`` / ``"model"``; ``model`` is required;
+      metadata ``{"format": "state_dict", ...}`` (:mod:`landscape.weights`);
+    * a **DomainBed checkpoint** (``model.pkl``, ``model_step*.pkl``): the network its
+      algorithm predicts with is rebuilt, metadata ``{"format": "domainbed", "dataset",
+      "test_envs", ...}`` (:mod:`landscape.models.domainbed_checkpoint`).
+
+    ``torch.save`` files are read with ``weights_only=True`` (tensors, plain values and numpy
+    scalars only). ``model`` (an ``nn.Module`` or a zero-argument factory returning one)
+    receives the weights instead of the rebuilt model; it must have the same names and
+    shapes. The model takes the weights' dtype when they share one.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: not a landscape checkpoint, or its weights do not fit its model spec.
+        TypeError: ``model`` is not a module or a working factory.
+        ValueError: an unreadable file, one that would run code, weights of another model,
+            a DomainBed run of an unsupported algorithm or input shape (one line each).
     """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a weights file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint {path} {what}")
+    if path.suffix.lower() == ".safetensors":
+        if not _has_landscape_metadata(path):
+            return load_state_dict_file(path, model, device)
+        return _load_landscape_checkpoint(path, model, device)
+    saved = read_torch_file(path)
+    if is_domainbed_checkpoint(saved):
+        return load_domainbed(saved, path, model, device)
+    return load_state_dict_file(path, model, device, loaded=saved)
+
+
+def _has_landscape_metadata(path: Path) -> bool:
+    """Whether a safetensors file carries landscape metadata (one line if unreadable)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "landscape" in (f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def _load_landscape_checkpoint(
+    path: Path, model: nn.Module | Callable[[], nn.Module] | None, device: str | torch.device
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A checkpoint :func:`save_checkpoint` wrote (checksum checked)."""
     tensors, meta = load_tensors(path, device="cpu")
     if meta.get("format") != FORMAT or "model_spec" not in meta:
         raise ValueError(f"{path} is not a landscape checkpoint (no model_spec in its metadata)")
-    model = build_model(meta["model_spec"]) if model is None else model
-    if not isinstance(model, nn.Module):
-        model = model() if callable(model) else model
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module or a factory returning one, got {model!r}")
-    dtypes = {v.dtype for v in tensors.values() if v.is_floating_point()}
-    if len(dtypes) == 1:  # keep the saved precision (a float64 model stays float64)
-        model = model.to(dtypes.pop())
-    check_state_dict(model, tensors, source=str(path))
-    model.load_state_dict(tensors)
-    return model.to(device).eval(), meta
-
-
-def check_state_dict(model: nn.Module, tensors: dict[str, Tensor], source: str) -> None:
-    """Raise a one-line ``ValueError`` if ``tensors`` do not match ``model``'s state dict."""
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in tensors.items()}
-    missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{k} has shape {found[k]}, the model expects {expected[k]}")
-        raise ValueError(f"{source} was saved from another model: {'; '.join(parts)}")
+    net = build_model(meta["model_spec"]) if model is None else resolve_model(model)
+    return load_weights_into(net, tensors, str(path), device), meta
