@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from landscape.plot.style import domain_color, style
+from landscape.names import domain_name
+from landscape.plot.captions import samples_caption
+from landscape.plot.style import caption, domain_style, new_figure, style
 
 # result type -> (its per-domain field, y label, sort descending by magnitude, log scale)
 _SPECTRA = {
@@ -13,6 +14,14 @@ _SPECTRA = {
     "HessianDiagonalResult": ("diagonal", "|diagonal| (sorted)", True, True),
     "GradientVarianceResult": ("variance", "gradient variance (sorted)", True, True),
     "SpectralDensityResult": ("density", "spectral density", False, False),
+}
+
+
+_TITLES = {
+    "EigenpairsResult": "Top Hessian eigenvalues",
+    "HessianDiagonalResult": "Hessian diagonal",
+    "GradientVarianceResult": "Gradient variance",
+    "SpectralDensityResult": "Hessian spectral density (SLQ)",
 }
 
 
@@ -37,7 +46,8 @@ def plot_curvature(result):
     field, label, descending, log = _SPECTRA[kind]
     values = getattr(result, field)
     with style():
-        fig, ax = plt.subplots(figsize=(5.0, 3.4))
+        fig, axes = new_figure("column", 2.6)
+        ax = axes[0, 0]
         for i, name in enumerate(result.domains):
             y = np.asarray(values[name], dtype=np.float64).ravel()
             if kind == "SpectralDensityResult":
@@ -45,15 +55,18 @@ def plot_curvature(result):
             else:
                 y = np.sort(np.abs(y) if log else y)[::-1] if descending else y
                 x = np.arange(1, y.size + 1)
-            ax.plot(x, y, marker="." if y.size <= 50 else None, lw=1.2,
-                    color=domain_color(name, i), label=name)  # fmt: skip
+            cue = domain_style(name, i)
+            if y.size > 50:
+                cue["marker"] = None
+            ax.plot(x, y, lw=1.0, ms=2.5, label=domain_name(name), **cue)
         if log:
             ax.set_yscale("symlog", linthresh=max(1e-12, _smallest_positive(values)))
         ax.set_xlabel("eigenvalue" if kind == "SpectralDensityResult" else "index")
         ax.set_ylabel(label)
-        ax.set_title(f"{kind.removesuffix('Result')}: {label}", fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        ax.legend()
+        what = _TITLES.get(kind, kind)
+        size = samples_caption(getattr(result, "num_samples", None))
+        caption(fig, f"{what} per domain" + (f", {size}" if size else ""))
     return fig, ax
 
 

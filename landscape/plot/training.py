@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 
-from landscape.names import algorithm_name, metric_label
-from landscape.plot.style import algorithm_color, style
+from landscape.names import algorithm_name, domain_name, metric_label, ordered_algorithms
+from landscape.plot.captions import run_caption
+from landscape.plot.style import REFERENCE, algorithm_style, caption, new_figure, style
 from landscape.runs import RunFolder
 
 
@@ -69,25 +69,28 @@ def plot_training_curves(
     unknown = [d for d in domains if d not in available]
     if unknown:
         raise ValueError(f"unknown domain {unknown[0]!r}; available: {', '.join(available)}")
+    scale = 100.0 if metric == "acc" else 1.0
     with style():
-        fig, axes = plt.subplots(
-            1, len(domains), figsize=(3.4 * len(domains), 3.0), sharey=True, squeeze=False
-        )
+        fig, axes = new_figure("full", 2.3, 1, len(domains), sharey=True)
         for ax, domain in zip(axes[0], domains, strict=True):
-            for algo, runs in histories.items():
-                column = f"{metric}/{domain}"
-                values = np.stack([h[column] for h in runs])
+            for algo in ordered_algorithms(histories):
+                runs = histories[algo]
+                values = scale * np.stack([h[f"{metric}/{domain}"] for h in runs])
                 steps = runs[0]["step"]
-                scale = 100.0 if metric == "acc" else 1.0
-                mean, std = scale * values.mean(0), scale * values.std(0)
-                color = algorithm_color(algo)
-                ax.plot(steps, mean, color=color, label=algorithm_name(algo), lw=1.5)
+                mean, std = values.mean(0), values.std(0)
+                cue = algorithm_style(algo)
+                ax.plot(steps, mean, label=algorithm_name(algo), markevery=max(1, len(steps) // 8),
+                        ms=3, **cue)  # fmt: skip
                 if len(runs) > 1:  # one restart has no spread to draw
-                    ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2, lw=0)
-            ax.axvline(config["anneal_step"], color="k", ls=":", lw=1)
-            ax.set_title(f"domain {domain}")
+                    ax.fill_between(steps, mean - std, mean + std, color=cue["color"],
+                                    alpha=0.2, lw=0)  # fmt: skip
+            ax.axvline(config["anneal_step"], color=REFERENCE, ls=":", lw=0.8)
+            ax.set_title(f"domain {domain_name(domain)}")
             ax.set_xlabel("step")
         axes[0, 0].set_ylabel(metric_label(metric))
-        axes[0, -1].legend(loc="best")
-        fig.tight_layout()
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
+        spread = "mean ± std over restarts" if config.get("restarts", 1) > 1 else "one restart"
+        caption(fig, f"Training curves: {run_caption(config)}; {spread}; dotted: anneal step "
+                f"{config['anneal_step']}")  # fmt: skip
     return fig, axes

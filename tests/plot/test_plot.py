@@ -21,16 +21,20 @@ from landscape.data import build_domains  # noqa: E402
 from landscape.domains import pick_domains  # noqa: E402
 from landscape.inconsistency import InconsistencyResult, inconsistency_score  # noqa: E402
 from landscape.losses import build_loss  # noqa: E402
+from landscape.names import NOTATION  # noqa: E402
 from landscape.plot import (  # noqa: E402
     plot_alignment,
+    plot_pairs,
     plot_pairwise,
     plot_score_parts,
     plot_surface,
     plot_training_curves,
 )
+from landscape.plot.inconsistency import pair_limits  # noqa: E402
 from landscape.plot.style import ALGORITHM_COLORS, algorithm_color, algorithm_name  # noqa: E402
 from landscape.surface import SurfaceResult, loss_surface, random_directions  # noqa: E402
 from landscape.training import checkpoint_path, read_history, train  # noqa: E402
+from tests.plot.checks import assert_publishable  # noqa: E402
 from tests.test_alignment import tiny_run_config  # noqa: E402
 
 DOMAINS = ["d0", "d1", "d2", "d3"]
@@ -96,6 +100,7 @@ def test_training_curves_one_panel_per_domain_mean_over_restarts(saved):
     fig, axes = plot_training_curves(run)
     assert axes.shape == (1, 4)
     assert [ax.get_title() for ax in axes[0]] == [f"domain {d}" for d in DOMAINS]
+    assert_publishable(fig)
     for ax, domain in zip(axes[0], DOMAINS, strict=True):
         lines = lines_by_label(ax)
         assert set(lines) == {"ERM", "Fishr"}
@@ -155,32 +160,33 @@ def test_training_curves_errors(saved, tmp_path):
 
 def test_alignment_from_saved_trajectory(saved):
     traj = AlignmentTrajectory.load(saved / "alignment")
-    fig, axes = plot_alignment(traj, hessian_scale=100.0)
-    assert len(axes) == 2
-    left, right = lines_by_label(axes[0]), lines_by_label(axes[1])
-    assert set(left) == {"ERM: Var", "ERM: Hessian ×100", "Fishr: Var", "Fishr: Hessian ×100"}
-    np.testing.assert_allclose(
-        left["Fishr: Var"].get_ydata(), traj.variance_distance["fishr"].mean(0)
-    )
-    np.testing.assert_allclose(
-        left["ERM: Hessian ×100"].get_ydata(), 100 * traj.diagonal_distance["erm"].mean(0)
-    )
-    np.testing.assert_allclose(
-        right["ERM: Hessian"].get_ydata(), traj.diagonal_cosine["erm"].mean(0)
-    )
-    assert left["Fishr: Var"].get_xdata().tolist() == [0, 2, 4, 6]
-    assert left["Fishr: Var"].get_color() == ALGORITHM_COLORS["fishr"]
-    assert axes[0].get_yscale() == "log"
-    assert "d1 vs d0" in axes[0].get_ylabel()
-    for ax in axes:  # anneal step
-        assert any(np.allclose(line.get_xdata(), 3) for line in ax.get_lines())
+    fig, axes = plot_alignment(traj)
+    assert axes.shape == (2, 2)
+    # each quantity on an axis of its own (no rescaling onto another), all log scales
+    fields = ["variance_distance", "diagonal_distance", "variance_cosine", "diagonal_cosine"]
+    for ax, field in zip(axes.flat, fields, strict=True):
+        lines = lines_by_label(ax)
+        assert list(lines) == ["ERM", "Fishr"]  # display names, in the table's order
+        for algo, label in (("erm", "ERM"), ("fishr", "Fishr")):
+            values = getattr(traj, field)[algo]
+            expected = values.mean(0) if "distance" in field else (1 - values).mean(0)
+            np.testing.assert_allclose(lines[label].get_ydata(), expected)
+        assert ax.get_yscale() == "log"
+        assert any(np.allclose(line.get_xdata(), 3) for line in ax.get_lines())  # anneal
+    line = lines_by_label(axes[0, 0])["Fishr"]
+    assert line.get_xdata().tolist() == [0, 2, 4, 6]
+    assert line.get_color() == ALGORITHM_COLORS["fishr"]
+    # two restarts: a band from the smallest to the largest
+    (band, _) = axes[0, 0].collections
+    assert band.get_paths()
+    assert_publishable(fig)
 
 
 def test_alignment_mean_ignores_missing_checkpoints(saved):
     traj = AlignmentTrajectory.load(saved / "alignment")
     traj.variance_distance["erm"][1, 2] = np.nan
     _, axes = plot_alignment(traj)
-    y = lines_by_label(axes[0])["ERM: Var"].get_ydata()
+    y = lines_by_label(axes[0, 0])["ERM"].get_ydata()
     assert y[2] == pytest.approx(traj.variance_distance["erm"][0, 2])
     assert np.isfinite(y).all()
 
@@ -193,36 +199,57 @@ def test_pairwise_heatmap_from_saved_result(saved):
     fig, ax = plot_pairwise(res)
     assert len(fig.axes) == 2  # heatmap + colour bar
     image = ax.get_images()[0].get_array()
-    np.testing.assert_allclose(image, res.values[0])
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(image[off], res.values[0][off])
+    assert image.mask.tolist() == np.eye(3, dtype=bool).tolist()  # the diagonal is eps
     texts = [t.get_text() for t in ax.texts]
-    assert len(texts) == 9 and texts[1] == f"{res.values[0][0, 1]:.3g}"
+    assert len(texts) == 9 and texts[1] == f"{res.values[0][0, 1]:.2g}"
+    assert texts[0] == NOTATION["epsilon"]
     a, b = res.pair
     (rect,) = ax.patches
     assert rect.get_xy() == (res.domains.index(b) - 0.5, res.domains.index(a) - 0.5)
     assert [t.get_text() for t in ax.get_xticklabels()] == res.domains
+    assert_publishable(fig)
     # drawn into a given axis
     fig2, axes2 = plt.subplots(1, 2)
     f, a2 = plot_pairwise(res, ax=axes2[1])
     assert f is fig2 and a2 is axes2[1] and len(axes2[1].get_images()) == 1
 
 
+def test_pairs_share_one_colour_scale(saved):
+    results = {a: InconsistencyResult.load(saved / f"score_{a}") for a in ("fishr", "erm")}
+    fig, axes = plot_pairs(results, kind="head")
+    assert [ax.get_title() for ax in axes[0]] == ["ERM", "Fishr"]  # the table's order
+    off = ~np.eye(3, dtype=bool)
+    cells = np.concatenate([r.values[0][off] for r in results.values()])
+    for ax in axes[0]:
+        norm = ax.get_images()[0].norm
+        assert (norm.vmin, norm.vmax) == pytest.approx((cells.min(), cells.max()))
+    assert pair_limits(results.values()) == pytest.approx((cells.min(), cells.max()))
+    assert len(fig.axes) == 3  # one colour bar for both
+    assert_publishable(fig)
+
+
 def test_score_parts_from_saved_results(saved):
-    results = {a: InconsistencyResult.load(saved / f"score_{a}") for a in ("erm", "fishr")}
-    fig, ax = plot_score_parts(results)
-    bars = ax.patches
+    results = {a: InconsistencyResult.load(saved / f"score_{a}") for a in ("fishr", "erm")}
+    fig, axes = plot_score_parts(results, kind="head")
+    parts, check = axes
+    bars = parts.patches
     assert len(bars) == 4  # risk gap and curvature term per model
-    for k, res in enumerate(results.values()):
+    for k, res in enumerate([results["erm"], results["fishr"]]):  # ERM first: the table
         i, j = res.domains.index(res.pair[0]), res.domains.index(res.pair[1])
         assert bars[k].get_height() == pytest.approx(res.risk_gap[i, j])
         assert bars[2 + k].get_height() == pytest.approx(res.curvature_term[0, i, j])
         # stacked: the risk gap plus the curvature term is the score
         assert bars[k].get_height() + bars[2 + k].get_height() == pytest.approx(res.score)
-    marker = lines_by_label(ax)["empirical check (true losses)"]
-    expected = [
-        float(np.asarray(r.check["empirical_score"]).reshape(-1)[0]) for r in results.values()
-    ]
-    np.testing.assert_allclose(marker.get_ydata(), expected)
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["erm", "fishr"]
+        # the empirical check sits on its own axis, beside the quadratic score
+        empirical = float(np.asarray(res.check["empirical_score"]).reshape(-1)[0])
+        assert check.patches[k].get_height() == pytest.approx(res.score)
+        assert check.patches[2 + k].get_height() == pytest.approx(empirical)
+    assert [t.get_text() for t in parts.get_xticklabels()] == ["ERM", "Fishr"]
+    assert check.get_yscale() == "log"
+    assert "true losses" in fig.get_suptitle()
+    assert_publishable(fig)
     with pytest.raises(ValueError, match="no result to draw"):
         plot_score_parts({})
 
@@ -249,8 +276,8 @@ def test_inconsistency_plots_for_each_of_several_epsilon(several_epsilon):
         (rect,) = ax.patches
         assert rect.get_xy() == (j - 0.5, i - 0.5)
         np.testing.assert_allclose(ax.get_images()[0].get_array(), res.values[index])
-        _, ax = plot_score_parts({"mlp": res}, epsilon_index=index)
-        risk, curv = ax.patches
+        _, axes = plot_score_parts({"mlp": res}, epsilon_index=index)
+        risk, curv = axes[0].patches
         assert risk.get_height() == pytest.approx(res.risk_gap[i, j])
         assert curv.get_height() == pytest.approx(res.curvature_term[index, i, j])
 
@@ -262,26 +289,31 @@ def test_surface_panels_and_shared_scale(saved):
     res = SurfaceResult.load(saved / "surface")
     fig, axes = plot_surface(res)
     assert len(axes) == 5  # four domains + "d1 - d0"
-    assert axes[-1].get_title() == "loss d1 - d0"
-    assert [ax.get_title() for ax in axes[:4]] == [f"{d}: loss" for d in DOMAINS]
+    assert axes[-1].get_title() == "loss(d1) − loss(d0)"
+    assert [ax.get_title() for ax in axes[:4]] == [f"loss on {d}" for d in DOMAINS]
     # one colour scale: every domain's contour levels are the same, spanning all domains
     levels = [ax.collections[0].levels for ax in axes[:4]]
     for lv in levels[1:]:
         np.testing.assert_array_equal(lv, levels[0])
-    stack = np.log10(np.stack([res.losses[d] for d in DOMAINS]))
-    assert levels[0][0] == pytest.approx(stack.min()) and levels[0][-1] == pytest.approx(
-        stack.max()
-    )
+    stack = np.stack([res.losses[d] for d in DOMAINS])
+    assert levels[0][0] == pytest.approx(stack.min())
+    assert levels[0][-1] == pytest.approx(stack.max())
+    assert all(ax.get_aspect() == 1.0 for ax in axes)  # equal aspect
+    # the difference: symmetric around zero
+    diff = np.asarray(res.differences["d1 - d0"])
+    dl = axes[-1].collections[0].levels
+    assert dl[0] == pytest.approx(-np.abs(diff).max()) and dl[-1] == pytest.approx(-dl[0])
+    assert_publishable(fig)
 
 
 def test_surface_choices(saved):
     res = SurfaceResult.load(saved / "surface")
     fig, axes = plot_surface(res, domains=["d2", "d0"], difference="d2 - d3")
-    assert len(axes) == 3 and axes[-1].get_title() == "loss d2 - d3"
+    assert len(axes) == 3 and axes[-1].get_title() == "loss(d2) − loss(d3)"
     fig, axes = plot_surface(res, domains=["d3"], difference="auto")
     assert len(axes) == 1
     fig, axes = plot_surface(res, value="accuracy", difference=None, log=True)
-    assert len(axes) == 4 and axes[0].get_title() == "d0: accuracy"
+    assert len(axes) == 4 and axes[0].get_title() == "accuracy on d0"
     levels = axes[0].collections[0].levels
     acc = np.stack([res.accuracies[d] for d in DOMAINS])
     assert levels[0] == pytest.approx(acc.min())  # never log for accuracies
@@ -303,4 +335,4 @@ def test_surface_errors(saved):
 def test_style_helpers():
     assert algorithm_name("vrex") == "V-REx" and algorithm_name("mine") == "mine"
     assert algorithm_color("fishr") == ALGORITHM_COLORS["fishr"]
-    assert algorithm_color("mine") == "#333333"
+    assert algorithm_color("mine") == "#555555"
