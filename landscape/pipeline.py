@@ -157,9 +157,10 @@ class _Analysis:
         model = self.finals[a][0]
         dirs = plane_directions(model, [load_checkpoint(init)[0], model, self.finals[b][0]],
                                 labels=["init", a, b])  # fmt: skip
-        # the default range (covering the three points), with `grid` points per axis
         alphas, betas = make_grid(None, dirs)
-        plane = ((alphas[0], alphas[-1], self.grid), (betas[0], betas[-1], self.grid))
+        # a square window (both directions have the same length): equal aspect on the figure
+        half, mid = (alphas[-1] - alphas[0]) / 2, (betas[0] + betas[-1]) / 2
+        plane = ((alphas[0], alphas[-1], self.grid), (mid - half, mid + half, self.grid))
         domains = pick_domains(self.small, self.shown_domains)
         res = loss_surface(model, self.loss, domains, dirs, grid=plane, progress=self.progress)
         res.save(stem)
@@ -241,7 +242,8 @@ def _load_scores(analysis: AnalysisFolder, kind: str) -> dict:
 def draw_figures(
     run_dir: str | os.PathLike, analysis_dir: str | os.PathLike, out_dir: str | os.PathLike
 ) -> list[Path]:
-    """Draw every figure that the saved results allow into ``out_dir``; returns the paths.
+    """Draw every figure that the saved results allow into ``out_dir`` (each as PNG at 300
+    dpi and PDF, sized for a two-column paper); returns the paths.
 
     Reads only saved results: the run folder's histories and ``results.json``, and what
     :func:`analyse_run` wrote. Missing results are skipped.
@@ -249,53 +251,55 @@ def draw_figures(
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from landscape.alignment import AlignmentTrajectory
-    from landscape.plot import plot_alignment, plot_score_parts, plot_surface, plot_training_curves
-    from landscape.surface import SurfaceResult
+    from landscape.plot.style import save_figure
 
     run, analysis, out_dir = RunFolder(run_dir), AnalysisFolder(analysis_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-
-    def save(fig, name):
-        path = out_dir / name
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
-
-    if run.has_config():
-        save(plot_training_curves(run.root)[0], "training_curves.png")
     if run.has_results():
         written += _write_table2(run, out_dir)
-    if analysis.done(analysis.alignment):
-        save(plot_alignment(AlignmentTrajectory.load(analysis.alignment))[0],
-             "hessian_alignment.png")  # fmt: skip
-    for kind in AnalysisFolder.SCORE_PREFIXES:
-        scores = _load_scores(analysis, kind)
-        if scores:
-            save(plot_score_parts(scores)[0], f"inconsistency_parts_{kind}.png")
-            save(_pairs_figure(scores), f"inconsistency_pairs_{kind}.png")
-    for stem in analysis.surfaces():
-        res = SurfaceResult.load(stem)
-        domains = [d for d in res.domains if not d.startswith("-")] or res.domains
-        save(plot_surface(res, domains=domains)[0], f"{stem.name}.png")
+    for name, width, fig in _run_figures(run, analysis):
+        written += save_figure(fig, out_dir / name, width=width)
     return written
 
 
-def _pairs_figure(scores: dict):
-    """One pairwise heatmap per algorithm, side by side."""
-    import matplotlib.pyplot as plt
+def _run_figures(run: RunFolder, analysis: AnalysisFolder):
+    """``(file stem, width, figure)`` for each figure the saved results of a job allow."""
+    from landscape.alignment import AlignmentTrajectory
+    from landscape.plot import (
+        plot_alignment,
+        plot_pairs,
+        plot_score_parts,
+        plot_surface,
+        plot_surface_grid,
+        plot_training_curves,
+    )
+    from landscape.surface import SurfaceResult
 
-    from landscape.plot import plot_pairwise
-
-    fig, axes = plt.subplots(1, len(scores), figsize=(4.2 * len(scores), 3.6), squeeze=False)
-    for ax, (algo, res) in zip(axes[0], scores.items(), strict=True):
-        plot_pairwise(res, ax=ax)
-        ax.set_title(f"{algo}: {ax.get_title()}", fontsize=8)
-    fig.tight_layout()
-    return fig
+    if run.has_config():
+        yield "training_curves", "full", plot_training_curves(run.root)[0]
+    if analysis.done(analysis.alignment):
+        traj = AlignmentTrajectory.load(analysis.alignment)
+        yield "hessian_alignment", "full", plot_alignment(traj)[0]
+    epsilon = None
+    for kind in AnalysisFolder.SCORE_PREFIXES:
+        scores = _load_scores(analysis, kind)
+        if scores:
+            epsilon = epsilon or float(next(iter(scores.values())).epsilon[0])
+            yield f"inconsistency_parts_{kind}", "full", plot_score_parts(scores, kind=kind)[0]
+            yield f"inconsistency_pairs_{kind}", "full", plot_pairs(scores, kind=kind)[0]
+    if analysis.done(analysis.surface_plane):
+        res = SurfaceResult.load(analysis.surface_plane)
+        train = [d for d in res.domains if not d.startswith("-")][:2] or res.domains[:2]
+        yield "surface_plane", "full", plot_surface(res, domains=train)[0]
+    surfaces = {}
+    for stem in analysis.surfaces():
+        if stem != analysis.surface_plane:
+            surfaces[stem.name.removeprefix("surface_inconsistency_")] = SurfaceResult.load(stem)
+    if surfaces:
+        first = next(iter(surfaces.values()))
+        pair = (first.directions or {}).get("pair") or first.domains[:2]
+        yield "surface_inconsistency", "full", plot_surface_grid(surfaces, pair, epsilon)[0]
 
 
 def _write_table2(run: RunFolder, out_dir: Path) -> list[Path]:
@@ -363,7 +367,6 @@ def draw_output_figures(folder: str | os.PathLike, out_dir: str | os.PathLike) -
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     folder, out_dir = Path(folder), Path(out_dir)
     kinds = output_kinds(folder)
@@ -371,13 +374,19 @@ def draw_output_figures(folder: str | os.PathLike, out_dir: str | os.PathLike) -
         expected = ", ".join(" + ".join(f) for f in OUTPUT_MARKERS.values())
         raise FileNotFoundError(f"{folder} holds no results to draw (expected {expected})")
     out_dir.mkdir(parents=True, exist_ok=True)
+    from landscape.plot.style import save_figure
+
     written: list[Path] = []
     for name, fig in _output_figures(folder, kinds):
-        path = out_dir / name
-        fig.savefig(path)
-        plt.close(fig)
-        written.append(path)
+        written += save_figure(fig, out_dir / name, width=_width(fig))
     return written
+
+
+def _width(fig) -> str:
+    """The paper width a figure was drawn for (``"column"`` or ``"full"``)."""
+    from landscape.plot.style import WIDTHS
+
+    return min(WIDTHS, key=lambda w: abs(WIDTHS[w] - fig.get_figwidth()))
 
 
 def _output_figures(folder: Path, kinds: list[str]):
@@ -389,14 +398,14 @@ def _output_figures(folder: Path, kinds: list[str]):
         from landscape.inconsistency import InconsistencyResult
 
         res = InconsistencyResult.load(folder / "score")
-        yield "score_parts.png", plot_score_parts({folder.name or "score": res})[0]
-        yield "score_pairs.png", plot_pairwise(res)[0]
+        yield "score_parts", plot_score_parts({folder.name or "score": res})[0]
+        yield "score_pairs", plot_pairwise(res)[0]
     if "surface" in kinds:
         from landscape.surface import SurfaceResult
 
         res = SurfaceResult.load(folder / "surface")
         domains = [d for d in res.domains if not d.startswith("-")] or res.domains
-        yield "surface.png", plot_surface(res, domains=domains)[0]
+        yield "surface", plot_surface(res, domains=domains[:2])[0]
     if "curvature" in kinds:
         from landscape.curvature import results
         from landscape.plot.curvature import can_plot_curvature
@@ -406,4 +415,4 @@ def _output_figures(folder: Path, kinds: list[str]):
             kind = read_json(stem.with_suffix(".json")).get("type")
             res = getattr(results, str(kind)).load(stem) if hasattr(results, str(kind)) else None
             if res is not None and can_plot_curvature(res):
-                yield f"curvature_{stem.name}.png", plot_curvature(res)[0]
+                yield f"curvature_{stem.name}", plot_curvature(res)[0]
