@@ -273,24 +273,3 @@ def test_a_user_file_that_fails_to_import_gets_one_line(user, capsys):
         main(_argv(["--model", "bad.py:make"]))
     (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
     assert "--model: importing bad.py raised NameError: name 'undefined_name'" in line
-
-
-# TEMPORARY shim until landscape.checkpoint reads plain state dicts (issue 10 part 3): the
-# contract is load_checkpoint(path, model=...) -> (model, {"format": "state_dict", ...})
-@pytest.fixture(autouse=True)
-def _state_dict_shim(monkeypatch):
-    import landscape.checkpoint as ckpt
-
-    real = ckpt.load_checkpoint
-
-    def load(path, model=None, device="cpu"):
-        from pathlib import Path
-
-        if Path(path).suffix != ".pt":
-            return real(path, model=model, device=device)
-        tensors = torch.load(path, weights_only=True)
-        ckpt.check_state_dict(model, tensors, source=str(path))
-        model.load_state_dict(tensors)
-        return model.to(device).eval(), {"format": "state_dict"}
-
-    monkeypatch.setattr(ckpt, "load_checkpoint", load)
