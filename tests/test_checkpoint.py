@@ -72,3 +72,51 @@ def test_checkpoints_without_a_checksum_still_load(tmp_path):
     assert torch.equal(
         loaded.state_dict()["classifier.weight"], model.state_dict()["classifier.weight"]
     )
+
+
+# ---- load_checkpoint tells the three formats apart by the file (issue 10 part 3) ----------
+def test_a_landscape_checkpoint_loads_into_a_given_model_or_factory(tmp_path):
+    model = build_model(SPEC).double()
+    path = save_checkpoint(tmp_path / "ckpt", model)
+    for given in (build_model(SPEC), lambda: build_model(SPEC)):
+        loaded, meta = load_checkpoint(path, model=given)
+        assert meta["format"] == "landscape-checkpoint"
+        assert loaded.classifier.weight.dtype == torch.float64  # the saved precision
+        assert torch.equal(loaded.classifier.weight, model.classifier.weight)
+    with pytest.raises(ValueError, match=r"ckpt\.safetensors was saved from another model"):
+        load_checkpoint(path, model=torch.nn.Linear(4, 1))
+
+
+def test_a_safetensors_file_without_landscape_metadata_is_a_state_dict(tmp_path):
+    from safetensors.torch import save_file
+
+    model = build_model(SPEC)
+    save_file(model.state_dict(), tmp_path / "plain.safetensors")
+    loaded, meta = load_checkpoint(tmp_path / "plain.safetensors", model=lambda: build_model(SPEC))
+    assert meta["format"] == "state_dict"
+    assert torch.equal(loaded.classifier.bias, model.classifier.bias)
+    with pytest.raises(ValueError, match="holds plain weights .* give the network") as err:
+        load_checkpoint(tmp_path / "plain.safetensors")
+    assert "\n" not in str(err.value)
+
+
+def test_a_domainbed_dict_is_recognised_whatever_the_suffix(tmp_path):
+    from tests.models.test_domainbed_models import mnist_algorithm, save_domainbed
+
+    path = save_domainbed(tmp_path / "run.pt", mnist_algorithm())
+    model, meta = load_checkpoint(path)
+    assert meta["format"] == "domainbed" and meta["dataset"] == "ColoredMNIST"
+    assert model.classifier.out_features == 2
+
+
+def test_a_broken_safetensors_file_gets_one_line(tmp_path):
+    (tmp_path / "broken.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(ValueError, match=r"broken\.safetensors is not a readable safetensors"):
+        load_checkpoint(tmp_path / "broken.safetensors")
+
+
+def test_check_state_dict_stays_importable_from_checkpoint():
+    from landscape.checkpoint import check_state_dict
+    from landscape.weights import check_state_dict as in_weights
+
+    assert check_state_dict is in_weights

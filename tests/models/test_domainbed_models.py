@@ -146,15 +146,20 @@ class RefAlgorithm(nn.Module):
 
 
 def randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Random parameters and batch-norm statistics (so that no name mix-up goes unseen)."""
+    """Random parameters and normalisation statistics, so that no name mix-up goes unseen:
+    weights ``N(0, 1 / fan_in)`` (activations stay of order one through deep networks),
+    norm scales and running variances in ``[0.5, 1.5]``, biases and means ``N(0, 0.2²)``."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in module.state_dict().items():
-            if t.is_floating_point():
-                scale = 0.5 if t.dim() > 1 else 0.2
-                t.copy_(torch.randn(t.shape, generator=g) * scale)
-                if name.endswith(("running_var", "weight")) and t.dim() == 1:
-                    t.abs_().add_(0.5)
+            if not t.is_floating_point():
+                continue
+            if t.dim() > 1:
+                t.copy_(torch.randn(t.shape, generator=g) * (t[0].numel() ** -0.5))
+            elif name.endswith(("running_var", "weight")):
+                t.copy_(0.5 + torch.rand(t.shape, generator=g))
+            else:
+                t.copy_(0.2 * torch.randn(t.shape, generator=g))
     return module.eval()
 
 
