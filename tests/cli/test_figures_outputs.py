@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from landscape.cli import main
+from tests.plot.checks import png_size_and_dpi
 
 
 @pytest.fixture
@@ -23,10 +24,10 @@ def checkpoint(tmp_path):
 
 
 COMMANDS = {
-    "score": (["--params", "classifier", "--no-check"], {"score_parts.png", "score_pairs.png"}),
-    "surface": (["--grid", "-1", "1", "3"], {"surface.png"}),
+    "score": (["--params", "classifier", "--no-check"], {"score_parts", "score_pairs"}),
+    "surface": (["--grid", "-1", "1", "3"], {"surface"}),
     "curvature": (["--params", "classifier", "--methods", "variance", "diagonal"],
-                  {"curvature_variance.png", "curvature_diagonal.png"}),
+                  {"curvature_variance", "curvature_diagonal"}),
 }  # fmt: skip
 
 
@@ -38,8 +39,11 @@ def test_figures_draws_a_command_output(command, checkpoint, tmp_path, capsys):
     figures = tmp_path / "figures"
     assert main(["figures", str(out), "--out", str(figures)]) == 0
     drawn = {p.name for p in figures.iterdir()}
-    assert expected <= drawn
-    assert all((figures / name).stat().st_size > 0 for name in expected)
+    assert {f"{stem}.{fmt}" for stem in expected for fmt in ("png", "pdf")} <= drawn
+    for stem in expected:  # 300 dpi, one column or the full width of a two-column paper
+        width, _, dpi = png_size_and_dpi(figures / f"{stem}.png")
+        assert dpi == pytest.approx(300, abs=1) and width in (990, 2070)
+        assert (figures / f"{stem}.pdf").stat().st_size > 0
 
 
 def test_figures_of_another_folder_is_one_line(tmp_path, capsys):
