@@ -71,3 +71,90 @@ def test_set_threads_is_a_top_level_name():
     import landscape.device
 
     assert landscape.set_threads is landscape.device.set_threads
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_limit_is_the_smallest_quota_up_the_tree(tmp_path):
+    from landscape.device import cgroup_cpu_limit
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/job/step\n")
+    root = tmp_path / "sys"
+    _write(root / "cpu.max", "max 100000\n")
+    _write(root / "job" / "cpu.max", "150000 100000\n")  # 1.5 cores
+    _write(root / "job" / "step" / "cpu.max", "max 100000\n")
+    assert cgroup_cpu_limit(proc, root) == 1.5
+    _write(root / "job" / "cpu.max", "max 100000\n")
+    assert cgroup_cpu_limit(proc, root) is None
+
+
+def test_cgroup_v1_limit_reads_the_cfs_quota(tmp_path):
+    from landscape.device import cgroup_cpu_limit
+
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/x\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    folder = tmp_path / "sys" / "cpu,cpuacct" / "docker" / "abc"
+    _write(folder / "cpu.cfs_quota_us", "200000\n")
+    _write(folder / "cpu.cfs_period_us", "100000\n")
+    assert cgroup_cpu_limit(proc, tmp_path / "sys") == 2.0
+    _write(folder / "cpu.cfs_quota_us", "-1\n")
+    assert cgroup_cpu_limit(proc, tmp_path / "sys") is None
+    assert cgroup_cpu_limit(tmp_path / "missing", tmp_path / "sys") is None
+
+
+def test_physical_cores_count_hyperthreads_once(tmp_path):
+    from landscape.device import physical_cores
+
+    for cpu, core in ((0, 0), (1, 0), (2, 1), (3, 1)):  # two cores, two threads each
+        _write(tmp_path / f"cpu{cpu}" / "topology" / "physical_package_id", "0\n")
+        _write(tmp_path / f"cpu{cpu}" / "topology" / "core_id", f"{core}\n")
+    assert physical_cores([0, 1, 2, 3], tmp_path) == 2
+    assert physical_cores([0, 1], tmp_path) == 1
+    assert physical_cores([0, 7], tmp_path) is None  # unknown topology
+
+
+def test_available_cores_obeys_affinity_quota_and_physical_cores(monkeypatch):
+    import landscape.device as device
+
+    monkeypatch.setattr(device.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
+    monkeypatch.setattr(device, "physical_cores", lambda cpus: len(cpus))
+    monkeypatch.setattr(device, "cgroup_cpu_limit", lambda: 1.5)
+    assert device.available_cores() == 2  # the quota, rounded up
+    monkeypatch.setattr(device, "cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(device, "physical_cores", lambda cpus: len(cpus) // 2)
+    assert device.available_cores() == 4  # hyperthreads counted once
+    monkeypatch.setattr(device, "physical_cores", lambda cpus: None)
+    assert device.available_cores() == 8
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert default_threads() == 8
+
+
+def test_keep_freed_memory_stops_the_page_faults_of_repeated_large_blocks():
+    """After keep_freed_memory, freeing and re-allocating a 40 MB block touches no new page
+    (run in a fresh interpreter: the setting is process-wide and one-way)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, torch\n"
+        "from landscape.device import keep_freed_memory\n"
+        "def faults(blocks=5):\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    for _ in range(blocks):\n"
+        "        torch.ones(10_000_000)\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "plain = faults()\n"
+        "kept = keep_freed_memory()\n"
+        "faults(20)\n"  # the heap grows until glibc's bins hold the aligned blocks' ends
+        "print(plain, kept, faults())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    plain, kept, after = out.stdout.split()
+    if kept != "True":
+        pytest.skip("not glibc: keep_freed_memory is a no-op here")
+    assert int(plain) > 5 * 5_000  # every block mapped anew (40 MB = 9,766 pages)
+    assert int(after) < 1_000
