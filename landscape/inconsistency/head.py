@@ -11,7 +11,8 @@ depend on the selected parameters. So for a displacement ``x`` of the selected p
 
 and :math:`\phi(x_i)` can be computed once per domain (a forward hook at :math:`\theta^*`,
 batch by batch) and every later risk, or its gradient, costs one pass of ``h`` alone
-(:func:`torch.func.functional_call`). Memory: the head's input, e.g. ``N × 390`` floats.
+(:func:`torch.func.functional_call`). Memory: the head's input, e.g. ``N × 390`` floats, at
+most :data:`HEAD_CACHE_BYTES` per domain (beyond, full forwards: one batch in memory).
 
 Nothing is trusted blindly; :func:`cache_head_inputs` uses the head only when, on every batch
 of the domain's forward pass at :math:`\theta^*` with the selected parameters requiring grad,
@@ -38,6 +39,10 @@ from torch.func import functional_call
 #: relative tolerance (in units of the dtype's eps times the output's largest magnitude)
 #: within which the head alone must reproduce the model's output
 REPRODUCE_ULPS = 16
+
+#: largest cache of head inputs (bytes, per domain); a larger domain (e.g. a DataLoader
+#: streaming more than memory holds) is evaluated by full forwards, one batch at a time
+HEAD_CACHE_BYTES = 2**30
 
 
 @dataclass
@@ -101,6 +106,7 @@ def cache_head_inputs(
         return None, "the selection is not inside one submodule"
     alive = {c: model.get_submodule(c) for c in candidates}
     cached: dict[str, list] = {c: [] for c in candidates}
+    held = dict.fromkeys(candidates, 0)
     reasons: dict[str, str] = {}
     total = 0
     for X, y in batches:
@@ -109,11 +115,16 @@ def cache_head_inputs(
             why = _usable(seen[c][0], seen[c][1])
             if not why:
                 why = _reproduces(alive[c], c, tensors, seen[c][0], seen[c][1])
+            if not why:
+                args, kwargs = _detached(seen[c][0][0])
+                held[c] += sum(t.numel() * t.element_size() for t in _tensors_in(args, kwargs))
+                if held[c] > HEAD_CACHE_BYTES:
+                    why = f"its cached input would exceed {HEAD_CACHE_BYTES / 2**30:g} GiB"
             if why:
                 reasons[c] = why
                 del alive[c], cached[c]
             else:
-                cached[c].append((*_detached(seen[c][0][0]), y))
+                cached[c].append((args, kwargs, y))
         total += int(y.shape[0])
         if not alive:
             break

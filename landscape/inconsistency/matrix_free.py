@@ -158,7 +158,8 @@ class MatrixFreeCurvature:
         """Add ``uᵀH_Bu`` along the unbounded direction (one product per other domain);
         positive beyond ``rtol·λ_max(H_B)`` certifies ``+inf``. When ``H_A`` is singular and
         every ``H_B`` vanishes along ``u`` (``‖H_Bu‖ ≤ √rtol·λ_max(H_B)``), the null space is
-        shared: the pair is solved with ``u`` deflated (see the module docstring)."""
+        shared: without a remedy the pair is solved with ``u`` deflated (see the module
+        docstring); with damping, on ``H_A + δI`` as the dense method does."""
         rep = self.report
         if rep.positive_definite or rep.unbounded_direction is None:
             return rep
@@ -171,7 +172,8 @@ class MatrixFreeCurvature:
         )
         if rep.status == "singular" and images and vanish:
             rep.status = "singular, shared null space"
-            self.null_vectors = u[:, None]
+            if self.remedy.kind is None:  # a damped H_A is solved whole, as the dense one
+                self.null_vectors = u[:, None]
         return rep
 
     def solve(

@@ -3,6 +3,8 @@ with MSE (``H = 2/N·XᵀX``, exactly quadratic losses) and their closed forms, 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -64,3 +66,79 @@ def assert_unchanged(model: nn.Module, snap) -> None:
         assert torch.equal(p.detach(), values[n]), n
         assert p.requires_grad == flags[n], n
     assert {n: m.training for n, m in model.named_modules()} == modes
+
+
+# --------------------------------------------------------------------- any-module references
+
+
+def torch_func_curvatures(model, loss_func, batches, names, curvature="hessian"):
+    """Dense float64 ``(H [D, D], risk, gradient [D])`` of the risk of the concatenated
+    batches over the parameters ``names``, by :mod:`torch.func` on a float64 copy (any
+    module): ``"hessian"`` (``torch.func.hessian``) or ``"ggn"`` (``JᵀΛJ`` with
+    ``J = ∂f/∂θ [N·C, D]`` and ``Λ`` the loss's Hessian in the outputs)."""
+    from torch.func import functional_call, hessian, jacrev
+
+    net = copy.deepcopy(model).double()
+    X = torch.cat([b[0] for b in batches]).double()
+    y = torch.cat([b[1] for b in batches])
+    y = y.double() if y.is_floating_point() else y
+    state = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    state = {n: t.detach() for n, t in state.items()}
+    shapes = [state[n].shape for n in names]
+    theta0 = torch.cat([state[n].reshape(-1) for n in names])
+
+    def output(theta):
+        parts = torch.split(theta, [int(np.prod(s)) for s in shapes])
+        moved = {n: p.reshape(s) for n, p, s in zip(names, parts, shapes, strict=True)}
+        return functional_call(net, {**state, **moved}, (X,))
+
+    def risk(theta):
+        return loss_func(output(theta), y)
+
+    value, grad = float(risk(theta0)), torch.func.grad(risk)(theta0)
+    if curvature == "hessian":
+        H = hessian(risk)(theta0)
+    else:
+        out = output(theta0)
+        J = jacrev(output)(theta0).reshape(out.numel(), -1)
+        Lam = hessian(lambda o: loss_func(o, y))(out).reshape(out.numel(), out.numel())
+        H = J.T @ Lam @ J
+    H = H.detach().numpy()
+    return 0.5 * (H + H.T), value, grad.detach().numpy()
+
+
+def reference_eig(H_B, H_A, remedy=None, damping=1e-3, k=None, rtol=1e-8):
+    """``(λ, v)``: the largest generalized eigenpair of ``(H_B, H̃_A)`` with ``vᵀH̃_Av = 1``,
+    solved densely by ``scipy.linalg.eigh``: ``H̃_A = H_A + δI`` (damping), the span of the
+    ``k`` leading eigenvectors (top-k), else the range of ``H_A`` (its eigenvalues above
+    ``rtol·λ_max``; all of them when ``H_A`` is positive definite)."""
+    if remedy == "damping":
+        delta = damping * scipy.linalg.eigh(H_A, eigvals_only=True)[-1]
+        lam, V = scipy.linalg.eigh(H_B, H_A + delta * np.eye(len(H_A)))
+        return lam[-1], V[:, -1]
+    mu, Q = scipy.linalg.eigh(H_A)
+    keep = np.arange(len(mu) - k, len(mu)) if remedy == "top-k" else mu > rtol * mu[-1]
+    W = Q[:, keep] / np.sqrt(mu[keep])
+    lam, w = scipy.linalg.eigh(W.T @ H_B @ W)
+    return lam[-1], W @ w[:, -1]
+
+
+def reference_diagonal_eig(h_B, h_A, remedy=None, damping=1e-3, k=None):
+    """``max_k h_B,k / h̃_A,k`` over the kept coordinates (damping: ``h_A + δ``,
+    ``δ = damping·max h_A``; top-k: the ``k`` largest ``h_A,k``)."""
+    if remedy == "damping":
+        return float(np.max(h_B / (h_A + damping * h_A.max())))
+    keep = np.argsort(h_A)[-k:] if remedy == "top-k" else np.arange(h_A.size)
+    return float(np.max(h_B[keep] / h_A[keep]))
+
+
+def reference_values(risks, eigenvalues, names, epsilon):
+    """The pairwise ``R_B − R_A + ε·max(λ_AB, 0)`` ``[n, n]`` (diagonal ``ε``) and the score."""
+    n = len(names)
+    values = np.full((n, n), float(epsilon))
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if a != b:
+                values[i, j] = risks[b] - risks[a] + epsilon * max(eigenvalues[a, b], 0.0)
+    off = ~np.eye(n, dtype=bool)
+    return values, max(values[off].max(), epsilon)
