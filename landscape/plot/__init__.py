@@ -10,6 +10,7 @@
 
 Every figure is drawn under :func:`landscape.plot.style.style` and saved with
 :func:`landscape.plot.style.save_figure` (PNG at 300 dpi and PDF, one column or full width).
+* :func:`plot_table2`: Table 2, ours beside the paper's;
 * :func:`plot_curvature`: per-domain spectra of ``landscape curvature``'s results.
 """
 
@@ -17,6 +18,7 @@ from landscape.plot.alignment import plot_alignment
 from landscape.plot.curvature import plot_curvature
 from landscape.plot.inconsistency import plot_pairs, plot_pairwise, plot_score_parts
 from landscape.plot.surface import plot_surface, plot_surface_grid
+from landscape.plot.table2 import plot_table2
 from landscape.plot.training import plot_training_curves
 
 __all__ = [
@@ -27,5 +29,6 @@ __all__ = [
     "plot_score_parts",
     "plot_surface",
     "plot_surface_grid",
+    "plot_table2",
     "plot_training_curves",
 ]

@@ -227,3 +227,48 @@ def test_surface_grid_one_scale_sublevel_sets_and_maximiser():
         assert any(line.get_marker() == "X" and np.allclose(line.get_xydata(), [[1, 0]])
                    for line in ax.get_lines())  # fmt: skip
     assert_publishable(fig)
+
+
+# ------------------------------------------------------------------------------ table 2
+
+
+def _results(restarts: int):
+    from landscape.training import RunResults
+
+    columns = ("Train acc.", "Test acc.", "Grey test acc.")
+    values = {"fishr": [70.0, 1.0, 68.0, 2.0, 69.0, 0.5], "erm": [86.0, 0.3, 15.0, 1.0, 70.0, 0.4],
+              "mine": [50.0, 0.0, 50.0, 0.0, 50.0, 0.0]}  # fmt: skip
+    table = {a: {c: v[2 * k : 2 * k + 2] for k, c in enumerate(columns)} for a, v in values.items()}
+    seeds = {a: list(range(restarts)) for a in table}
+    return RunResults(config={"restarts": restarts, "hidden_dims": [390, 390]},
+                      train_domains=["+80%", "+90%"], test_domains=["-90%", "gray"],
+                      seeds=seeds, final={}, table=table)  # fmt: skip
+
+
+def test_table2_figure_draws_ours_beside_the_paper():
+    from landscape.paper import PAPER_TABLE2
+    from landscape.plot import plot_table2
+
+    fig, axes = plot_table2(_results(3))
+    assert [t.get_text() for t in axes[0, 0].get_yticklabels()] == ["ERM", "Fishr"]
+    for ax, col in zip(axes[0], ["Train acc.", "Test acc.", "Grey test acc."], strict=True):
+        # per algorithm (top row first): the paper's marker, then ours
+        drawn = [line.get_xdata()[0] for line in ax.get_lines() if line.get_marker() != "|"
+                 and len(line.get_xdata()) == 1]  # fmt: skip
+        expected = []
+        for algo in ("erm", "fishr"):
+            expected += [PAPER_TABLE2[algo][col][0], _results(3).table[algo][col][0]]
+        np.testing.assert_allclose(drawn, expected)
+    assert_publishable(fig)
+
+
+def test_table2_figure_has_no_spread_for_one_restart_and_refuses_other_data():
+    from landscape.plot import plot_table2
+    from landscape.plot.table2 import table2_points
+
+    points = table2_points(_results(1))
+    assert np.isnan(points["erm"]["Test acc."][1]) and points["erm"]["Test acc."][0] == 15.0
+    bad = _results(3)
+    del bad.table["erm"]["Test acc."]
+    with pytest.raises(ValueError, match="'erm' has no 'Test acc.' column"):
+        plot_table2(bad)
