@@ -278,6 +278,14 @@ def _run_figures(run: RunFolder, analysis: AnalysisFolder):
 
     if run.has_config():
         yield "training_curves", "full", plot_training_curves(run.root)[0]
+    if run.has_results():
+        from landscape.plot import plot_table2
+        from landscape.training import RunResults
+
+        try:
+            yield "table2", "full", plot_table2(RunResults.load(run.results_stem))[0]
+        except ValueError:  # not a Colored MNIST run: no paper numbers to compare with
+            pass
     if analysis.done(analysis.alignment):
         traj = AlignmentTrajectory.load(analysis.alignment)
         yield "hessian_alignment", "full", plot_alignment(traj)[0]
