@@ -136,15 +136,23 @@ def diagonal_result(
 ) -> HessianDiagonalResult:
     """:func:`hessian_diagonal` on resolved inputs: the first backend of the plan that handles
     the model runs (the next one when BackPACK cannot)."""
-    plan = _plan(setup, method)
+    plan, error = _plan(setup, method), None
     for i, (how, backend) in enumerate(plan):
+        if backend == "refuse":  # one line: why BackPACK could not, and what works
+            why = str(error).split("; use ")[0]
+            raise BackpackUnsupported(
+                f"method='exact' cannot run: {why}, and D = {setup.dim} is above "
+                f"ROWS_MAX_DIM = {ROWS_MAX_DIM} for rows of Hessian-vector products; use "
+                "method='hutchinson' (any model, with a standard error), 'ggn' or 'auto'"
+            )
         try:
             per_domain = {
                 name: _diagonal(setup, data, how, backend, options)
                 for name, data in setup.domains.items()
             }
             break
-        except BackpackUnsupported:
+        except BackpackUnsupported as err:
+            error = err
             if i + 1 == len(plan):
                 raise
     result = HessianDiagonalResult(**setup.base(**_settings(how, backend, options)))
@@ -201,12 +209,6 @@ def _diagonal(setup: Setup, data, how: DiagonalMethod, backend: str, options: Di
         return _diagonal_backpack(setup, data, how, options), None, None
     if backend == "torch.func":
         return _diagonal_func(setup, data, how, options), None, None
-    if backend == "refuse":
-        raise BackpackUnsupported(
-            f"method='exact' needs BackPACK, which cannot handle this model, or D <= "
-            f"{ROWS_MAX_DIM} for rows of Hessian-vector products (D = {setup.dim}); use "
-            "method='hutchinson' (any model) or method='auto'"
-        )
     curvature = Curvature.HESSIAN if backend == "products" else options.curvature
     with setup.operator(data, curvature, options.progress) as op:
         if backend == "products":
