@@ -104,7 +104,7 @@ def test_default_diagonal_works_where_backpack_lacks_a_module(dtype, monkeypatch
     mc = C.hessian_diagonal(model, loss_func, domains, method="fisher_mc")
     assert mc.settings["backend"] == "torch.func" and not mc.settings["exact"]
     monkeypatch.setattr(diagonals, "ROWS_MAX_DIM", 10)
-    with pytest.raises(ValueError, match=r"'exact' cannot run: .*GroupNorm.*use method='hutchinson'"):
+    with pytest.raises(ValueError, match=r"cannot run: .*GroupNorm.*use method='hutchinson'"):
         C.hessian_diagonal(model, loss_func, domains, method="exact")
     hut = C.hessian_diagonal(model, loss_func, domains, num_probes=64)
     assert hut.settings["method"] == "hutchinson" and not hut.settings["exact"]
