@@ -342,43 +342,38 @@ settings = (dict(subsample=100, head_k=5, network_k=3, grid=5) if SMOKE
             else dict(subsample=2000, grid=21))  # the defaults of `landscape reproduce`
 analyse_run(RUN, ANALYSIS, epsilon=0.01, progress=not SMOKE, **settings)
 display(Markdown(summary(ANALYSIS)))""",
-    """md:## The pairwise values (`landscape.plot.plot_pairwise`)
+    """md:## The pairwise values (`landscape.plot.plot_pairs`)
 
 Rows $A$, columns $B$: $R_B - R_A + \\varepsilon\\,\\lambda_{\\max}(H_B, H_A)$; the diagonal
-is exactly $\\varepsilon$ and the winning pair is outlined.""",
+is exactly $\\varepsilon$ (greyed out) and the winning pair is outlined. One colour scale
+for every algorithm, so that the panels compare.""",
     """\
-import matplotlib.pyplot as plt
-
 from landscape.inconsistency import InconsistencyResult
-from landscape.plot import plot_pairwise, plot_score_parts
+from landscape.plot import plot_pairs, plot_score_parts
 from landscape.runs import AnalysisFolder
 
 saved = AnalysisFolder(ANALYSIS)
 scores = {kind: {algo: InconsistencyResult.load(stem) for algo, stem in saved.scores(kind).items()}
           for kind in ("head", "network")}
-fig, axes = plt.subplots(1, len(scores["head"]), figsize=(9, 3.6), squeeze=False)
-for ax, (algo, res) in zip(axes[0], scores["head"].items(), strict=True):
-    plot_pairwise(res, ax=ax)
-    ax.set_title(f"{algo}, head")
-fig.tight_layout()""",
+fig, axes = plot_pairs(scores["head"], kind="head")""",
     """md:## The two parts of the score (`landscape.plot.plot_score_parts`)
 
-The winning pair's risk gap and curvature term, stacked, for the head and the whole
-network; the diamond is the empirical check on the true losses (the largest of $\\varepsilon$,
-the loss reached along each pair's maximiser, and a projected ascent).""",
+Left: the winning pair's risk gap and curvature term, stacked (the quadratic
+$I^\\varepsilon$); right: the same score on the true losses (the largest of
+$\\varepsilon$, the loss reached along each pair's maximiser, and a projected ascent),
+beside the quadratic one on a log scale: the quadratic model stops at second order, so the
+two differ where the loss is not quadratic at the scale of $\\varepsilon$.""",
     """\
-fig, ax = plot_score_parts(scores["head"])
-ax.set_title("head");""",
+fig, axes = plot_score_parts(scores["head"], kind="head")""",
     """\
-fig, ax = plot_score_parts(scores["network"])
-ax.set_title("whole network");""",
+fig, axes = plot_score_parts(scores["network"], kind="network")""",
     """\
 for algo, res in scores["head"].items():
     print(f"{algo}: ellipsoid restricted to the top-{res.k} eigenspace of H_A ({res.remedy})")
     for domain, report in res.definiteness.items():
         print(f"    H_{domain}: {report['status']}, eigenvalues in "
               f"[{report['min_eigenvalue']:.3g}, {report['max_eigenvalue']:.3g}]")""",
-    """md:## Surfaces (`landscape.plot.plot_surface`)
+    """md:## Surfaces (`landscape.plot.plot_surface`, `plot_surface_grid`)
 
 $f_e(\\alpha, \\beta) = R_e(\\theta_0 + \\alpha\\delta + \\beta\\eta)$ for every domain on one
 plane and one colour scale, and a difference between two domains:
@@ -386,22 +381,21 @@ plane and one colour scale, and a difference between two domains:
 * `surface_plane`: the plane through the initial weights (origin) and the final weights
   of ERM and Fishr (`landscape.surface.directions.plane_directions`);
 * `surface_inconsistency_<algo>`: the plane of the head's maximising direction of
-  $I^\\varepsilon$ and a second direction
-  (`landscape.surface.directions.inconsistency_directions`).""",
+  $I^\\varepsilon$ (× at $(1, 0)$) and a second direction
+  (`landscape.surface.directions.inconsistency_directions`), one row per algorithm, the
+  $\\varepsilon$-sublevel set of each training domain in white.""",
     """\
+from landscape.plot import plot_surface, plot_surface_grid
 from landscape.surface import SurfaceResult
 
-for stem in saved.surfaces():
-    surface = SurfaceResult.load(stem)
-    fig, axes = plot_surface(surface, domains=["+80%", "+90%", "gray"],
-                             difference="+90% - +80%")
-    fig.suptitle(stem.name, y=1.05)""",
+plane = SurfaceResult.load(saved.surface_plane)
+fig, axes = plot_surface(plane, domains=["+80%", "+90%"])""",
+    """\
+surfaces = {stem.name.removeprefix("surface_inconsistency_"): SurfaceResult.load(stem)
+            for stem in saved.surfaces() if stem != saved.surface_plane}
+pair = next(iter(surfaces.values())).directions["pair"]
+fig, axes = plot_surface_grid(surfaces, pair, epsilon=0.01)""",
 ]
-# plot_surface is imported where the surfaces are drawn
-INCONSISTENCY[-1] = INCONSISTENCY[-1].replace(
-    "from landscape.surface import SurfaceResult",
-    "from landscape.plot import plot_surface\nfrom landscape.surface import SurfaceResult",
-)
 
 NOTEBOOKS = {
     "00_tour.ipynb": TOUR,
