@@ -48,6 +48,7 @@ import torch
 from curvlinops._torch_base import CurvatureLinearOperator
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from landscape.curvature.checks import (  # noqa: F401  (_to: re-exported)
@@ -113,6 +114,21 @@ def _vjp(output: Tensor, inputs, cotangents: Tensor, retain: bool) -> list[Tenso
         is_grads_batched=k > 1,
     )
     return [g if g is None or k > 1 else g.unsqueeze(0) for g in grads]
+
+
+def _batch_sizes(batches) -> tuple[int, int, int]:
+    """``(N, number of batches, largest batch)`` of a domain; a DataLoader with a fixed
+    ``batch_size`` (keeping its last batch) and a sized sampler answers from its lengths,
+    without a pass over the data."""
+    loader = isinstance(batches, DataLoader) and batches.batch_size is not None
+    if loader and not batches.drop_last:
+        try:
+            N = len(batches.sampler)  # type: ignore[arg-type]
+            return N, len(batches), min(int(batches.batch_size), N)
+        except TypeError:  # an iterable dataset: count
+            pass
+    sizes = [int(X.shape[0]) for X, _ in batches]
+    return sum(sizes), len(sizes), max(sizes)
 
 
 class CurvatureOperator(CurvatureLinearOperator):
@@ -186,9 +202,7 @@ class CurvatureOperator(CurvatureLinearOperator):
         self._tensors = functional_tensors(model, selected)
         self._leaves = [self._tensors[n] for n in self.names]
         self._versions = {n: p._version for n, p in model.named_parameters()}
-        sizes = [int(X.shape[0]) for X, _ in batches]
-        self.num_samples, self.num_batches = sum(sizes), len(sizes)
-        self._max_batch = max(sizes)
+        self.num_samples, self.num_batches, self._max_batch = _batch_sizes(batches)
         if check:
             check_deterministic(model, next(iter(batches)))
         super().__init__(
