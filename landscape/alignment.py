@@ -12,8 +12,10 @@ and B (by default the training domains ``"+80%"`` and ``"+90%"``) and a paramete
 
 The paper plots the two distances (the Hessian one ×100) against the step, mean over
 restarts, with a dotted line at the anneal step. Everything is computed by
-:func:`landscape.curvature.compare_domains` on checkpoints rebuilt by
-:func:`landscape.load_checkpoint` and domains rebuilt from their own metadata.
+:func:`domain_alignment` (:func:`landscape.curvature.compare_domains` on one set of weights:
+any ``nn.Module``, each domain a list of batches or an unshuffled DataLoader accumulated batch
+by batch) on checkpoints rebuilt by :func:`landscape.load_checkpoint` and domains rebuilt
+from their own metadata.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from tqdm.auto import tqdm
 
 from landscape.io import SavedResult
 from landscape.runs import RunFolder
+
+#: the pairwise quantities of :func:`domain_alignment`, one ``[R, S]`` array each in a trajectory
+KEYS = ("variance_distance", "diagonal_distance", "variance_cosine", "diagonal_cosine")
 
 
 @dataclass
@@ -73,6 +78,46 @@ def run_layout(run_dir: str | os.PathLike) -> dict[str, list[int]]:
     return RunFolder(run_dir).layout()
 
 
+def domain_alignment(
+    model,
+    loss_func,
+    domains,
+    pair: Sequence[str] | None = None,
+    params="classifier",
+    progress: bool = False,
+) -> dict:
+    """The alignment of two domains at one set of weights.
+
+    Args:
+        model: any ``nn.Module`` whose forward takes a tensor batch (eval mode).
+        loss_func: the mean-reduced loss.
+        domains: ``{name: data}`` (a list of batches or an unshuffled DataLoader).
+        pair: the two domains ``(A, B)`` (default: the mapping's two domains).
+        params: the parameter selection (default Fishr's head, ``"classifier"``).
+        progress: progress bars.
+
+    Returns:
+        ``{key: float}`` for every key of :data:`KEYS` (of ``(A, B)``), ``"within_cosine"``
+        ``[2]`` (:math:`\\cos(v_e, \\operatorname{diag} H_e)` for A then B) and
+        ``"diagonal_method"``: the Hessian-diagonal method that ran (the default picks an exact
+        one where a backend handles the model, else Hutchinson;
+        :func:`landscape.curvature.hessian_diagonal`).
+    """
+    from landscape.curvature import compare_domains
+    from landscape.domains import pick_domains
+
+    pair = list(domains) if pair is None else list(pair)
+    if len(pair) != 2:
+        raise ValueError(f"the alignment compares two domains, got {len(pair)}: {pair}")
+    cmp = compare_domains(
+        model, loss_func, pick_domains(domains, pair), params, k=0, progress=progress
+    )
+    out: dict = {key: float(getattr(cmp, key)[0, 1]) for key in KEYS}
+    out["within_cosine"] = np.asarray(cmp.within_cosine, dtype=np.float64)
+    out["diagonal_method"] = cmp.settings["diagonal_method"]
+    return out
+
+
 def alignment_trajectory(
     run_dir: str | os.PathLike,
     algorithms: Sequence[str] | None = None,
@@ -96,7 +141,6 @@ def alignment_trajectory(
         progress: tqdm bar over checkpoints.
     """
     from landscape.checkpoint import load_checkpoint
-    from landscape.curvature import compare_domains
     from landscape.data import build_domains
     from landscape.domains import pick_domains, truncate
     from landscape.losses import build_loss
@@ -111,12 +155,9 @@ def alignment_trajectory(
     steps = np.array(sorted({s for _, _, s in jobs}), dtype=np.int64)
     restarts = max(max(layout[a]) for a in algorithms) + 1
     shape = (restarts, len(steps))
-    out = {
-        key: {a: np.full(shape, np.nan) for a in algorithms}
-        for key in ("variance_distance", "diagonal_distance", "variance_cosine", "diagonal_cosine")
-    }
+    out = {key: {a: np.full(shape, np.nan) for a in algorithms} for key in KEYS}
     within = {a: np.full((*shape, 2), np.nan) for a in algorithms}
-    anneal = None
+    anneal, methods = None, set()
     data_cache: dict[str, dict] = {}
     for algo, restart, step in tqdm(jobs, disable=not progress, desc="alignment", unit="ckpt"):
         path = folder.checkpoint_path(algo, restart, step)
@@ -127,21 +168,23 @@ def alignment_trajectory(
             domains = build_domains(meta["data"], data_dir=data_dir, device=device)
             domains = truncate(pick_domains(domains, list(pair)), subsample)
             data_cache = {key: domains}  # keep one restart's data
-        cmp = compare_domains(
-            model, build_loss(meta.get("loss", "bce")), data_cache[key], params, k=0
-        )
+        loss = build_loss(meta.get("loss", "bce"))
+        got = domain_alignment(model, loss, data_cache[key], pair, params)
         j = int(np.searchsorted(steps, step))
-        out["variance_distance"][algo][restart, j] = cmp.variance_distance[0, 1]
-        out["diagonal_distance"][algo][restart, j] = cmp.diagonal_distance[0, 1]
-        out["variance_cosine"][algo][restart, j] = cmp.variance_cosine[0, 1]
-        out["diagonal_cosine"][algo][restart, j] = cmp.diagonal_cosine[0, 1]
-        within[algo][restart, j] = cmp.within_cosine
+        for name in KEYS:
+            out[name][algo][restart, j] = got[name]
+        within[algo][restart, j] = got["within_cosine"]
+        methods.add(got["diagonal_method"])
     return AlignmentTrajectory(
         steps=steps,
         pair=list(pair),
         params=params if isinstance(params, str | None) else list(params),
         within_cosine=within,
         anneal_step=anneal,
-        settings={"diagonal_method": "exact", "subsample": subsample, "run_dir": str(run_dir)},
+        settings={
+            "diagonal_method": ", ".join(sorted(methods)),
+            "subsample": subsample,
+            "run_dir": str(run_dir),
+        },
         **out,
     )

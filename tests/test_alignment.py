@@ -4,16 +4,20 @@ checkpoints; errors; save / load."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from landscape.alignment import (
+    KEYS,
     AlignmentTrajectory,
     alignment_trajectory,
     checkpoint_steps,
+    domain_alignment,
     run_layout,
 )
 from landscape.checkpoint import load_checkpoint
@@ -21,11 +25,13 @@ from landscape.curvature import compare_domains
 from landscape.data import build_domains, data_spec
 from landscape.domains import pick_domains, truncate
 from landscape.losses import build_loss
+from landscape.params import select_params
 from landscape.training import TrainConfig, checkpoint_path, train
+from tests.cases import CONV_CASES
+from tests.inconsistency.helpers import torch_func_curvatures
 
 SPEC = data_spec("gaussian_classification", n_domains=4, n=48, dim=3, spurious=[0.9, 0.8, 0.1, 0.5])
 PAIR = ["d0", "d1"]
-KEYS = ("variance_distance", "diagonal_distance", "variance_cosine", "diagonal_cosine")
 
 
 def tiny_run_config(**kw) -> TrainConfig:
@@ -198,3 +204,77 @@ def test_float32_run_is_analysed_in_float32(tmp_path):
     cmp = compare_domains(model, build_loss("bce"), domains, "classifier", k=0)
     assert traj.variance_distance["erm"][0, 2] == pytest.approx(cmp.variance_distance[0, 1])
     assert np.isfinite(traj.diagonal_distance["erm"]).all()
+
+
+# ----------------------------------------------------------------- any nn.Module (issue 10)
+
+CONV = {c.id: c for c in CONV_CASES}
+
+
+def reference_alignment(model, loss_func, domains, names):
+    """Gradient variances ``1/N Σ (g_i − ḡ)²`` from per-sample gradients and the exact Hessian
+    diagonals, dense in float64 by torch.func; the distances and cosines of ``(d0, d1)``."""
+    from torch.func import functional_call, grad, vmap
+
+    net = copy.deepcopy(model).double()
+    state = {n: t.detach() for n, t in [*net.named_parameters(), *net.named_buffers()]}
+    v, h = {}, {}
+    for d, batches in domains.items():
+        X = torch.cat([b[0] for b in batches]).double()
+        y = torch.cat([b[1] for b in batches])
+        sel = {n: state[n] for n in names}
+
+        def sample_loss(p, x, t):
+            out = functional_call(net, {**state, **p}, (x[None],))
+            return loss_func(out, t[None])
+
+        G = vmap(grad(sample_loss), in_dims=(None, 0, 0))(sel, X, y)
+        G = torch.cat([G[n].reshape(X.shape[0], -1) for n in names], dim=1)
+        v[d] = ((G - G.mean(0)) ** 2).mean(0).numpy()
+        h[d] = np.diag(torch_func_curvatures(model, loss_func, batches, names)[0])
+
+    def cos(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    return {
+        "variance_distance": float(np.sum((v["d0"] - v["d1"]) ** 2)),
+        "diagonal_distance": float(np.sum((h["d0"] - h["d1"]) ** 2)),
+        "variance_cosine": cos(v["d0"], v["d1"]),
+        "diagonal_cosine": cos(h["d0"], h["d1"]),
+        "within_cosine": np.array([cos(v[d], h[d]) for d in ("d0", "d1")]),
+    }
+
+
+@pytest.mark.parametrize("case_id", list(CONV))
+def test_domain_alignment_of_any_module_equals_the_dense_reference(case_id):
+    model, loss, domains, params = CONV[case_id].build(n=6)
+    got = domain_alignment(model, loss, domains, ("d0", "d1"), params)
+    want = reference_alignment(model, loss, domains, list(select_params(model, params)))
+    assert got["diagonal_method"] == "exact"
+    for key in KEYS:
+        assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-14), key
+    np.testing.assert_allclose(got["within_cosine"], want["within_cosine"], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "case_id, params",
+    [
+        ("groupnorm-ce-head", "classifier"),
+        ("batchnorm-ce-all", ["block.bn2.weight", "block.bn2.bias", "classifier.bias"]),
+    ],
+)
+def test_domain_alignment_minibatched_equals_the_full_batch(case_id, params):
+    model, loss, full, _ = CONV[case_id].build(n=10)
+    want = domain_alignment(model, loss, full, params=params)
+    _, _, uneven, _ = CONV[case_id].build(n=10, cuts={"d0": [3], "d1": [4, 9]})
+    loaders = {d: DataLoader(TensorDataset(*b[0]), batch_size=4) for d, b in full.items()}
+    for domains in (uneven, loaders):
+        got = domain_alignment(model, loss, domains, params=params)
+        for key in KEYS:
+            assert got[key] == pytest.approx(want[key], rel=1e-9, abs=1e-14), key
+
+
+def test_domain_alignment_needs_two_domains():
+    model, loss, domains, _ = CONV["groupnorm-ce-head"].build(n=4)
+    with pytest.raises(ValueError, match=r"compares two domains, got 1: \['d0'\]"):
+        domain_alignment(model, loss, domains, ["d0"])
