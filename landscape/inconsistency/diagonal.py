@@ -161,9 +161,15 @@ def generalized_eig_diagonal(
 
 
 def diagonals(model, loss_func, domains, params, curvature, source, progress) -> dict:
-    """Per-domain diagonals ``{name: [D] float64}`` from :mod:`landscape.curvature`: BackPACK's
-    exact Hessian or GGN diagonal, the empirical Fisher diagonal (mean squared per-sample
-    gradient), or Fishr's gradient variance (``source="variance"``)."""
+    """Per-domain diagonals ``{name: [D] float64}`` from :mod:`landscape.curvature`: the exact
+    Hessian or GGN diagonal (BackPACK where it handles every module, else products or
+    ``torch.func``), the empirical Fisher diagonal (mean squared per-sample gradient), or
+    Fishr's gradient variance (``source="variance"``).
+
+    Raises:
+        ValueError: one line, when no exact backend handles the model (the Hessian diagonal
+            of a large selection BackPACK has no rules for), naming the options that work.
+    """
     from landscape import curvature as curv
     from landscape.params import flatten
 
@@ -172,9 +178,16 @@ def diagonals(model, loss_func, domains, params, curvature, source, progress) ->
         per_domain = res.variance if source == "variance" else res.empirical_fisher
     else:
         how = {"hessian": "exact", "ggn": "ggn"}[curvature]
-        per_domain = curv.hessian_diagonal(
-            model, loss_func, domains, params, method=how, progress=progress
-        ).diagonal
+        try:
+            per_domain = curv.hessian_diagonal(
+                model, loss_func, domains, params, method=how, progress=progress
+            ).diagonal
+        except ValueError as err:  # no exact backend handles this model and selection
+            raise ValueError(
+                f"method='diagonal' with curvature={curvature!r} needs the exact diagonal, which "
+                f"cannot be computed here ({str(err).split('; use ')[0]}); use curvature='ggn', "
+                "diagonal_source='variance' or method='matrix-free'"
+            ) from None
 
     def flat(d):
         return as_diagonal(flatten(dict(d)) if isinstance(d, Mapping) else d, "diagonal")

@@ -210,8 +210,10 @@ def test_default_method_resolves_by_size(monkeypatch):
 
 
 def test_explicit_method_that_cannot_handle_the_model_is_one_line():
-    """A conv net with more parameters than a dense [D, D] matrix allows: method='dense' is
-    refused before any curvature work, naming the method that works."""
+    """A GroupNorm conv net with more parameters than a dense [D, D] matrix allows: method=
+    'dense' is refused before any curvature work, and so is the exact Hessian diagonal (no
+    BackPACK rule for GroupNorm, too many rows of products), each naming what works; the
+    default runs (matrix-free)."""
     net = nn.Sequential(
         nn.Conv2d(1, 32, 3), nn.GroupNorm(4, 32), nn.ReLU(), nn.Conv2d(32, 32, 3),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 3),
@@ -222,3 +224,11 @@ def test_explicit_method_that_cannot_handle_the_model_is_one_line():
         inconsistency_score(net, loss, domains, EPS, method="dense", progress=False)
     message = str(err.value)
     assert "\n" not in message and "method='matrix-free'" in message
+    with pytest.raises(ValueError) as err:
+        inconsistency_score(net, loss, domains, EPS, method="diagonal", progress=False)
+    message = str(err.value)
+    assert "\n" not in message and "GroupNorm" in message
+    assert "use curvature='ggn', diagonal_source='variance' or method='matrix-free'" in message
+    res = inconsistency_score(net, loss, domains, EPS, curvature="ggn", remedy="damping",
+                              damping=0.1, check=False, progress=False)  # fmt: skip
+    assert res.method == "matrix-free" and np.isfinite(res.score)
