@@ -47,7 +47,7 @@ def score_caption(result, kind: str | None = None, epsilon_index: int = 0) -> st
     eps = float(np.asarray(result.epsilon).reshape(-1)[epsilon_index])
     size = sum(int(np.prod(s)) for s in result.param_shapes) if result.param_shapes else None
     params = parameter_name(kind) if kind else "parameters"
-    parts = [f"ε = {eps:g}", f"{params}" + (f" ({_count(size)} weights)" if size else "")]
+    parts = [f"ε = {eps:g}", params] + ([f"{_count(size)} weights"] if size else [])
     if result.remedy == "top-k" and result.k:
         parts.append(f"top-{result.k} eigenspace of $H_A$")
     parts.append(samples_caption(result.num_samples))

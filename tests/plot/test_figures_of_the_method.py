@@ -1,0 +1,114 @@
+"""The figures of the method (issue 12 part 2): their computing functions against closed
+forms / brute force, the data they draw, and the text checks."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from landscape.plot.clouds import (  # noqa: E402
+    GradientCloud,
+    covariance_ellipse,
+    difference_directions,
+    gradient_cloud,
+    plot_gradient_clouds,
+)
+from tests.cases import make_binary_domains  # noqa: E402
+from tests.plot.checks import assert_publishable  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_all():
+    yield
+    plt.close("all")
+
+
+def test_covariance_ellipse_boundary_is_the_k_std_level_set():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(500, 2)) @ np.array([[2.0, 0.0], [1.2, 0.5]]) + [3.0, -1.0]
+    centre, width, height, angle = covariance_ellipse(points, n_std=2.0)
+    np.testing.assert_allclose(centre, points.mean(0))
+    cov = np.cov(points.T, bias=True)
+    t = np.linspace(0, 2 * np.pi, 50)
+    r = np.radians(angle)
+    rot = np.array([[np.cos(r), -np.sin(r)], [np.sin(r), np.cos(r)]])
+    boundary = (rot @ np.stack([width / 2 * np.cos(t), height / 2 * np.sin(t)])).T
+    mahalanobis = np.einsum("ni,ij,nj->n", boundary, np.linalg.inv(cov), boundary)
+    np.testing.assert_allclose(mahalanobis, 4.0, rtol=1e-9)
+
+
+def test_gradient_cloud_against_the_closed_form_of_a_logistic_model():
+    """For R = BCE(w·x + b), g_i = (σ(w·x_i + b) − y_i) [x_i, 1]."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1).double()
+    domains = make_binary_domains(2, n=50, dim=4)
+    cloud = gradient_cloud(model, torch.nn.BCEWithLogitsLoss(), domains, ["d0", "d1"],
+                           params=None)  # fmt: skip
+    grads = {}
+    for d, [(X, y)] in domains.items():
+        with torch.no_grad():
+            r = torch.sigmoid(model(X)) - y
+        grads[d] = torch.cat([r * X, r], dim=1).numpy()
+    cov = {d: np.cov(g.T, bias=True) for d, g in grads.items()}
+    values = np.linalg.eigvalsh(cov["d1"] - cov["d0"])
+    expected = values[np.argsort(-np.abs(values))[:2]]
+    np.testing.assert_allclose(cloud.eigenvalues, expected, rtol=1e-8, atol=1e-12)
+    # the projections: up to the sign of each direction
+    directions, _ = difference_directions(grads, ["d0", "d1"])
+    for d in ("d0", "d1"):
+        ours, brute = np.asarray(cloud.points[d]), grads[d] @ directions
+        for k in range(2):
+            sign = np.sign(ours[:, k] @ brute[:, k]) or 1.0
+            np.testing.assert_allclose(ours[:, k], sign * brute[:, k], atol=1e-10)
+    assert cloud.num_params == 5 and cloud.num_samples == {"d0": 50, "d1": 50}
+
+
+def test_gradient_clouds_figure_draws_every_point_and_its_ellipse(tmp_path):
+    rng = np.random.default_rng(1)
+    clouds = {
+        algo: GradientCloud(points={"+80%": rng.normal(size=(300, 2)) * s,
+                                    "+90%": rng.normal(size=(300, 2)) * [1.0, 0.5]},
+                            pair=["+80%", "+90%"], eigenvalues=np.ones(2), num_params=391)
+        for algo, s in (("fishr", 1.1), ("erm", 3.0))
+    }  # fmt: skip
+    clouds["erm"].save(tmp_path / "erm")
+    clouds["erm"] = GradientCloud.load(tmp_path / "erm")
+    fig, axes = plot_gradient_clouds(clouds)
+    assert [ax.get_title() for ax in axes[0]] == ["ERM", "Fishr"]
+    for ax, algo in zip(axes[0], ("erm", "fishr"), strict=True):
+        ellipses = ax.patches
+        assert len(ellipses) == 2
+        for ellipse, domain in zip(ellipses, ("+80%", "+90%"), strict=True):
+            centre, w, h, angle = covariance_ellipse(clouds[algo].points[domain])
+            assert ellipse.get_width() == pytest.approx(w)
+            assert ellipse.get_height() == pytest.approx(h)
+        assert len(ax.collections) == 2  # one scatter per domain
+    assert_publishable(fig)
+
+
+def test_variance_hessian_figure_draws_each_parameter_and_the_cosine():
+    from landscape.curvature import compare_domains
+    from landscape.plot.premise import plot_variance_hessian
+    from tests.cases import make_mlp
+
+    model, loss = make_mlp(), torch.nn.BCEWithLogitsLoss()
+    domains = make_binary_domains(2, n=40)
+    comparisons = {a: compare_domains(model, loss, domains, params="classifier", k=0)
+                   for a in ("fishr", "erm")}  # fmt: skip
+    fig, axes = plot_variance_hessian(comparisons)
+    assert [ax.get_title() for ax in axes[0]] == ["ERM", "Fishr"]
+    res = comparisons["erm"]
+    for scatter, text, domain in zip(axes[0, 0].collections, axes[0, 0].get_legend().texts,
+                                     res.domains, strict=True):  # fmt: skip
+        v, h = np.asarray(res.variance[domain]), np.asarray(res.diagonal[domain])
+        keep = (v > 0) & (h > 0)
+        np.testing.assert_allclose(scatter.get_offsets(), np.stack([h[keep], v[keep]], 1))
+        cosine = v @ h / np.linalg.norm(v) / np.linalg.norm(h)  # brute force
+        assert text.get_text() == f"{domain}: cos = {cosine:.3f}"
+    assert_publishable(fig)
