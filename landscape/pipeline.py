@@ -165,6 +165,26 @@ class _Analysis:
         res = loss_surface(model, self.loss, domains, dirs, grid=plane, progress=self.progress)
         res.save(stem)
 
+    def head_figures_data(self) -> None:
+        """Per final model, on the training pair: the per-domain gradient variances and
+        Hessian diagonals of the head (all samples) and the projected per-sample head
+        gradients (the first ``subsample`` samples), for the premise and Figure 1."""
+        from landscape.curvature import compare_domains
+        from landscape.domains import pick_domains
+        from landscape.plot.clouds import gradient_cloud
+
+        pair = self.train_domains[:2]
+        for algo, (model, _) in self.finals.items():
+            stem = self.out.root / f"premise_head_{algo}"
+            if not self.out.done(stem):
+                self.log(f"[analyse] {algo}: gradient variance vs Hessian diagonal of the head")
+                compare_domains(model, self.loss, pick_domains(self.full, pair),
+                                params="classifier", k=0).save(stem)  # fmt: skip
+            stem = self.out.root / f"gradients_head_{algo}"
+            if not self.out.done(stem):
+                self.log(f"[analyse] {algo}: per-sample gradients of the head")
+                gradient_cloud(model, self.loss, pick_domains(self.small, pair), pair).save(stem)
+
     def direction_surfaces(self) -> None:
         """Surfaces on the plane of each model's head inconsistency direction."""
         from landscape.domains import pick_domains
@@ -230,6 +250,7 @@ def analyse_run(
     job.alignment()
     job.plane_surface()
     job.direction_surfaces()
+    job.head_figures_data()
     return out.root
 
 
@@ -300,6 +321,7 @@ def _run_figures(run: RunFolder, analysis: AnalysisFolder):
         res = SurfaceResult.load(analysis.surface_plane)
         train = [d for d in res.domains if not d.startswith("-")][:2] or res.domains[:2]
         yield "surface_plane", "full", plot_surface(res, domains=train)[0]
+    yield from _head_figures(analysis)
     surfaces = {}
     for stem in analysis.surfaces():
         if stem != analysis.surface_plane:
@@ -308,6 +330,22 @@ def _run_figures(run: RunFolder, analysis: AnalysisFolder):
         first = next(iter(surfaces.values()))
         pair = (first.directions or {}).get("pair") or first.domains[:2]
         yield "surface_inconsistency", "full", plot_surface_grid(surfaces, pair, epsilon)[0]
+
+
+def _head_figures(analysis: AnalysisFolder):
+    """The premise Var ≈ Hessian and Figure 1 (gradient clouds), when their data is saved."""
+    from landscape.curvature.results import ComparisonResult
+    from landscape.plot.clouds import GradientCloud, plot_gradient_clouds
+    from landscape.plot.premise import plot_variance_hessian
+
+    for prefix, kind, draw, name in (
+        ("premise_head_", ComparisonResult, plot_variance_hessian, "variance_vs_hessian"),
+        ("gradients_head_", GradientCloud, plot_gradient_clouds, "gradient_clouds"),
+    ):
+        found = {p.name.removesuffix(".json").removeprefix(prefix): p.with_suffix("")
+                 for p in sorted(analysis.root.glob(f"{prefix}*.json"))}  # fmt: skip
+        if found:
+            yield f"{name}_head", "full", draw({a: kind.load(p) for a, p in found.items()})[0]
 
 
 def _write_table2(run: RunFolder, out_dir: Path) -> list[Path]:
