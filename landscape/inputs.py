@@ -160,14 +160,18 @@ def _load_weights(path: Path, model: nn.Module | None, device: torch.device):
     return load_checkpoint(path, model=model, device=device)
 
 
-def _domainbed_domains(meta, data_dir, split, batch_size, device, dtype) -> dict:
-    """The environments of a DomainBed checkpoint (``landscape.data.domainbed``): loaders
-    whose batches arrive on ``device`` in ``dtype`` (the model's)."""
-    from landscape.data.domainbed import domainbed_domains_from_metadata
+def _domainbed_domains(meta, *, names, default, data_dir, split, batch_size, device, dtype):
+    """The environments of a DomainBed checkpoint (``landscape.data.domainbed``) that will be
+    analysed (``names``, else the defaults of :func:`_default_names`), and only those: the
+    others are never read. Loaders deliver batches on ``device`` in ``dtype`` (the model's)."""
+    from landscape.data.domainbed import dataset_info, domainbed_domains_from_metadata
 
+    if names is None:
+        every = dataset_info(meta.get("dataset")).environments
+        names = _default_names(meta, list(every), default)
     return domainbed_domains_from_metadata(
-        meta, data_dir=data_dir, split=split or "in", batch_size=batch_size, device=device,
-        dtype=dtype or torch.float32,
+        meta, data_dir=data_dir, split=split or "in", batch_size=batch_size,
+        environments=list(names), device=device, dtype=dtype or torch.float32,
     )  # fmt: skip
 
 
@@ -290,10 +294,11 @@ def _no_data_error(path: Path, meta: Mapping) -> ValueError:
     )
 
 
-def _all_domains(path, net, meta, user_data, *, data_dir, split, batch_size, device) -> dict:
-    """Every domain there is to analyse: the user's (``--data``), a DomainBed run's
-    environments (its ``split`` of each), or those of a landscape checkpoint's data spec;
-    in-memory batches on ``device`` in the model's floating dtype."""
+def _all_domains(path, net, meta, user_data, *, data_dir, split, device, **run) -> dict:
+    """The domains there are to analyse: the user's (``--data``), a DomainBed run's
+    environments (its ``split`` of each; only those named or analysed by default), or
+    those of a landscape checkpoint's data spec; batches on ``device`` in the model's
+    floating dtype. ``run``: a DomainBed run's ``names``, ``default`` and ``batch_size``."""
     from landscape.data import build_domains
     from landscape.domains import check_domains
 
@@ -307,7 +312,8 @@ def _all_domains(path, net, meta, user_data, *, data_dir, split, batch_size, dev
     if user_data is not None:
         return _to_device(check_domains(user_data, what="--data"), device, dtype)
     if domainbed:
-        return _domainbed_domains(meta, data_dir, split, batch_size, device, dtype)
+        options = {"data_dir": data_dir, "split": split, "device": device, "dtype": dtype}
+        return _domainbed_domains(meta, **options, **run)
     if "data" in meta:
         return build_domains(meta["data"], data_dir=data_dir, device=device, dtype=dtype)
     raise _no_data_error(path, meta)
@@ -372,9 +378,13 @@ def load_for_analysis(
     meta = dict(meta)
     user_data = _resolve_data(data)
     domainbed = user_data is None and meta.get("format") == "domainbed"
-    options = {"data_dir": data_dir, "split": split, "batch_size": batch_size, "device": dev}
+    options = {"data_dir": data_dir, "split": split, "device": dev, "names": domains}
+    # a DomainBed loader of --subsample samples per batch reads just those (first) samples
+    options.update(default=default, batch_size=batch_size or subsample)
     all_domains = _all_domains(path, net, meta, user_data, **options)
-    names = domains if domains is not None else _default_names(meta, list(all_domains), default)
+    names = domains
+    if names is None:  # a DomainBed run's loaded environments are already the defaults
+        names = list(all_domains) if domainbed else _default_names(meta, all_domains, default)
     chosen = pick_domains(all_domains, names)
     rebatch = batch_size if (subsample is not None or not domainbed) else None
     chosen = _shape_domains(chosen, subsample, rebatch)

@@ -144,3 +144,18 @@ def test_mnist_folder_reads_domainbeds_layout(tmp_path):
     assert mnist_folder(tmp_path) == tmp_path / "MNIST" / "raw"
     (tmp_path / "mnist.npz").touch()
     assert mnist_folder(tmp_path) == tmp_path
+
+
+def test_rotation_happens_once_when_a_digit_is_first_fetched(mnist70k):
+    """A digit is rotated when first fetched and kept: a second pass, in any batching,
+    gives the same images, and reading a few samples rotates only those."""
+    images, _ = domainbed_shuffle(*mnist70k, 0)
+    domains = domainbed_domains("RotatedMNIST", split="all", environments=["45"], batch_size=5)
+    env = domains["45"].dataset
+    first = next(iter(domains["45"]))[0]
+    assert int(env.rotated.sum()) == 5  # only the batch read
+    want = np.stack([torchvision_rotate(images[3::6][k], 45) for k in range(7)])
+    X, _ = env.__getitems__([6, 0, 1, 2, 3, 4, 5, 6])  # repeats and re-reads
+    assert torch.equal(X[1:6], first)
+    assert torch.equal(X[[1, 2, 3, 4, 5, 6, 0], 0], torch.from_numpy(want).float().div(255))
+    assert int(env.rotated.sum()) == 7

@@ -21,8 +21,8 @@ Facts from facebookresearch/DomainBed (``domainbed/datasets.py``, ``scripts/trai
 
 Here the global stream is a ``torch.Generator`` seeded with the run's ``--seed`` (its CPU
 ``randperm`` and ``rand`` draw exactly what the global stream draws after
-``torch.manual_seed``). Digits stay ``uint8`` (rotated ones are rotated once, only for the
-samples asked for); each batch is converted to float when it is fetched.
+``torch.manual_seed``). Digits stay ``uint8`` (rotated ones are rotated once, when first fetched);
+each batch is converted to float when it is fetched.
 """
 
 from __future__ import annotations
@@ -94,15 +94,35 @@ def rotate_digits(digits: Tensor, angle: float) -> Tensor:
 class DigitEnvironment(Dataset):
     """Some samples of one MNIST environment: ``uint8`` digits, converted per batch.
 
+    RotatedMNIST's digits are rotated when first fetched and kept rotated (a digit is
+    rotated once however many passes an analysis makes, and a ``--subsample`` rotates only
+    the digits it reads).
+
     Args:
-        digits: ``uint8 [n, 28, 28]`` (already rotated for RotatedMNIST).
+        digits: ``uint8 [n, 28, 28]``, not rotated yet.
         labels: ``int64 [n]``.
         channels: ``int64 [n]`` the colour channel each digit is drawn in (ColoredMNIST, input
             ``[2, 28, 28]``), or ``None`` (grey, input ``[1, 28, 28]``).
+        angle: RotatedMNIST's rotation in degrees, or ``None``.
     """
 
-    def __init__(self, digits: Tensor, labels: Tensor, channels: Tensor | None = None) -> None:
-        self.digits, self.labels, self.channels = digits, labels, channels
+    def __init__(
+        self,
+        digits: Tensor,
+        labels: Tensor,
+        channels: Tensor | None = None,
+        angle: int | None = None,
+    ) -> None:
+        self.digits, self.labels, self.channels = digits.clone(), labels, channels
+        self.angle = angle
+        self.rotated = torch.zeros(len(labels), dtype=torch.bool) if angle else None
+
+    def _rotate(self, index: Tensor) -> None:
+        """Rotate the digits at ``index`` not rotated yet, in place."""
+        todo = index[~self.rotated[index]].unique()
+        if len(todo):
+            self.digits[todo] = rotate_digits(self.digits[todo], self.angle)
+            self.rotated[todo] = True
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -114,6 +134,8 @@ class DigitEnvironment(Dataset):
     def __getitems__(self, indices) -> tuple[Tensor, Tensor]:
         """``X`` float32 ``[B, C, 28, 28]`` (``uint8 / 255``) and ``y`` int64 ``[B]``."""
         index = torch.as_tensor(indices, dtype=torch.int64)
+        if self.rotated is not None:
+            self._rotate(index)
         gray = self.digits[index].to(torch.float32).div(255)
         if self.channels is None:
             return gray.unsqueeze(1), self.labels[index]
@@ -142,13 +164,10 @@ class MNISTEnvironment:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> DigitEnvironment:
-        """The samples at ``indices`` (in that order), rotated if need be."""
+        """The samples at ``indices`` (in that order), rotated when fetched."""
         index = torch.as_tensor(indices, dtype=torch.int64)
-        digits = self.digits[index]
-        if self.angle is not None:
-            digits = rotate_digits(digits, self.angle)
         channels = None if self.channels is None else self.channels[index]
-        return DigitEnvironment(digits, self.labels[index], channels)
+        return DigitEnvironment(self.digits[index], self.labels[index], channels, self.angle)
 
 
 def mnist_environments(
