@@ -103,10 +103,6 @@ def main() -> None:
 
         set_threads(args.threads)  # torch and BLAS pools alike
 
-    from curvlinops import HessianLinearOperator
-
-    from landscape import curvature as C
-    from landscape.curvature import curvature_operator
     from landscape.models import colored_mnist_mlp
 
     torch.manual_seed(args.seed)
@@ -118,7 +114,24 @@ def main() -> None:
     print(f"Colored MNIST MLP, D = {D:,} parameters, N = {len(X):,} ({source}), float32, ")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     domains = {"+90%": [(X, y)]}
+
+    t_grad, op = _product_costs(model, loss_func, X, y, args.repeats)
+    _eigenvalue_table(op, model, loss_func, X, y, D)
+    _trace_table(model, loss_func, domains, args.probes, args.seed)
+    _diagonal_table(model, loss_func, domains, max(1, args.repeats // 2), t_grad)
+    op.release()
+
+
+def _product_costs(model, loss_func, X, y, repeats):
+    """Section 1: seconds per product against one gradient; returns ``(t_grad, operator)``."""
+    from curvlinops import HessianLinearOperator
+
+    from landscape.curvature import curvature_operator
+
+    params = list(model.parameters())
+    D = sum(p.numel() for p in params)
     v = torch.randn(D, generator=torch.Generator().manual_seed(1))
+    domains = {"+90%": [(X, y)]}
 
     # 1. product costs -------------------------------------------------------------------
     def gradient():
@@ -126,7 +139,7 @@ def main() -> None:
         loss_func(model(X), y).backward()
         model.zero_grad(set_to_none=True)
 
-    t_grad = median_time(gradient, args.repeats)
+    t_grad = median_time(gradient, repeats)
     op = curvature_operator(model, loss_func, domains["+90%"])
 
     def build():  # graphs are built lazily (first product); build() forces it
@@ -135,7 +148,7 @@ def main() -> None:
         fresh.release()
 
     t_build = median_time(build, 1)
-    t_ours = median_time(lambda: op @ v, args.repeats)
+    t_ours = median_time(lambda: op @ v, repeats)
 
     leaves = [p.detach().requires_grad_(True) for p in params]
     out = torch.func.functional_call(
@@ -148,15 +161,15 @@ def main() -> None:
     def double_backward():
         torch.autograd.grad(grads, leaves, grad_outputs=vs, retain_graph=True)
 
-    t_retained = median_time(double_backward, args.repeats)
+    t_retained = median_time(double_backward, repeats)
     H_cl = HessianLinearOperator(model, loss_func, params, [(X, y)], check_deterministic=False)
-    t_curvlinops = median_time(lambda: H_cl @ v, args.repeats)
+    t_curvlinops = median_time(lambda: H_cl @ v, repeats)
     size = -(-len(X) // 4)
     batches = [(X[i : i + size], y[i : i + size]) for i in range(0, len(X), size)]
     op_loop = curvature_operator(model, loss_func, batches, retain_graph=False)
-    t_loop = median_time(lambda: op_loop @ v, args.repeats)
+    t_loop = median_time(lambda: op_loop @ v, repeats)
     op_ggn = curvature_operator(model, loss_func, [(X, y)], curvature="ggn")
-    t_ggn = median_time(lambda: op_ggn @ v, args.repeats)
+    t_ggn = median_time(lambda: op_ggn @ v, repeats)
     op_ggn.release()
     rows = [
         [label, f"{t:.4f}", f"{t / t_grad:.2f}"]
@@ -172,6 +185,11 @@ def main() -> None:
     ]
     _table("1. Product cost (median seconds)", ["operation", "seconds", "/ gradient"], rows)
 
+    return t_grad, op
+
+
+def _eigenvalue_table(op, model, loss_func, X, y, D):
+    """Section 2: top eigenvalues by Lanczos, eigsh and power iteration."""
     # 2. eigenvalues -------------------------------------------------------------------
     truth = _float64_reference(model, loss_func, X, y, D)
     rows = []
@@ -211,9 +229,14 @@ def main() -> None:
         "returned negative eigenvalues (the Hessian is indefinite) instead of the top-5"
     )
 
+
+def _trace_table(model, loss_func, domains, probes, seed):
+    """Section 3: Hutchinson's trace against the exact one."""
+    from landscape import curvature as C
+
     # 3. Hutchinson trace ----------------------------------------------------------------
     start = time.perf_counter()
-    tr = C.hessian_trace(model, loss_func, domains, num_probes=args.probes, seed=args.seed)
+    tr = C.hessian_trace(model, loss_func, domains, num_probes=probes, seed=seed)
     t_hutch = time.perf_counter() - start
     start = time.perf_counter()
     exact = C.hessian_trace(model, loss_func, domains, method="exact")
@@ -234,6 +257,11 @@ def main() -> None:
         rows,
     )
 
+
+def _diagonal_table(model, loss_func, domains, repeats, t_grad):
+    """Section 4: the diagonal methods' cost."""
+    from landscape import curvature as C
+
     # 4. diagonals -----------------------------------------------------------------------
     rows = []
 
@@ -253,11 +281,10 @@ def main() -> None:
         ("head only: gradient variance", lambda: variance("classifier")),
         ("head only: exact Hessian diagonal", lambda: diagonal("classifier")),
     ]:
-        t = median_time(fn, max(1, args.repeats // 2))
+        t = median_time(fn, repeats)
         rows.append([label, f"{t:.3f}", f"{t / t_grad:.1f}"])
     header = ["method", "seconds", "/ gradient"]
     _table("4. Diagonal methods (median seconds)", header, rows)
-    op.release()
 
 
 def _ours(op, D, k, tol):

@@ -20,6 +20,9 @@ One run, one table, ratios measured side by side (issue 10): for DomainBed's ``M
   the same batch, one domain, random filter-normalised directions), measured as the slope
   between a 2 x 2 and a 4 x 4 grid, so the fixed cost of a call (checks, set-up) is left out.
 
+All operations of a model are timed in turns (one call of each per round, medians over the
+rounds), so that the load of a shared machine hits them alike.
+
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/bench_models.py            # batch 32, 5 repeats
@@ -29,13 +32,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from _timing import median_time  # noqa: E402  (benchmarks/_timing.py)
 from torch import nn  # noqa: E402
 
 from landscape.curvature import curvature_operator  # noqa: E402
@@ -96,27 +100,39 @@ def measure(name: str, n: int, repeats: int) -> dict[str, float]:
     def gradient():
         return torch.autograd.grad(loss_func(model(X), y), params)
 
-    times = {"forward": median_time(forward, repeats), "gradient": median_time(gradient, repeats)}
+    ops = {"forward": forward, "gradient": gradient}
     for label, retain in (("retained", True), ("streamed", False)):
         op = curvature_operator(model, loss_func, [(X, y)], retain_graph=retain)
-        times[f"hvp_{label}"] = median_time(lambda op=op: op @ v, repeats)
-        op.release()
+        ops[f"hvp_{label}"] = lambda op=op: op @ v
     theirs = HessianLinearOperator(model, loss_func, params, [(X, y)], check_deterministic=False)
     try:
-        times["hvp_curvlinops"] = median_time(lambda: theirs @ v, repeats)
+        theirs @ v
+        ops["hvp_curvlinops"] = lambda: theirs @ v
     except NotImplementedError as err:  # forward-over-reverse: no forward AD for some layers
-        times["hvp_curvlinops"] = float("nan")
         print(f"{name}: curvlinops' HVP fails: {str(err).splitlines()[0]}")
     directions = random_directions(model, seed=0)
-
-    def surface(points: int):
-        return loss_surface(model, loss_func, {"d": [(X, y)]}, directions,
-                            grid=(-1, 1, points), progress=False)  # fmt: skip
-
-    small = median_time(lambda: surface(2), repeats)
-    large = median_time(lambda: surface(4), repeats)
-    times["grid_point"] = (large - small) / (16 - 4)
+    for points in (2, 4):
+        ops[f"surface_{points}"] = lambda points=points: loss_surface(
+            model, loss_func, {"d": [(X, y)]}, directions, grid=(-1, 1, points), progress=False
+        )
+    times = interleaved(ops, repeats)
+    times.setdefault("hvp_curvlinops", float("nan"))
+    times["grid_point"] = (times["surface_4"] - times["surface_2"]) / (16 - 4)
     return times
+
+
+def interleaved(ops: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each operation, timed in turns (one call of each per round, after
+    one warm-up call each), so that a change of machine load hits them alike."""
+    for fn in ops.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in ops}
+    for _ in range(repeats):
+        for name, fn in ops.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None) -> int:

@@ -128,10 +128,7 @@ def lanczos(
     D = v0.numel()
     if not 1 <= k <= D:
         raise ValueError(f"k must be between 1 and the dimension {D}, got {k}")
-    if steps is not None:
-        limit = min(D, int(steps))
-    else:
-        limit = min(D, max(300, 20 * k)) if max_iter is None else min(D, int(max_iter))
+    limit = min(D, int(steps if steps is not None else max_iter or max(300, 20 * k)))
     ends = ("largest", "smallest") if which == "both" else (which,)
     tol = resolve_tol(tol, v0.dtype)
     run = _Krylov(matvec, v0, limit)
