@@ -76,7 +76,7 @@ def timed(label: str, **kwargs):
     return result, seconds
 
 
-def main(argv=None) -> int:
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 x 500 samples")
     parser.add_argument("--n", type=int, default=None, help="samples per domain (25,000)")
@@ -92,7 +92,11 @@ def main(argv=None) -> int:
         help="skip the head's matrix-free LOBPCG vs ARPACK comparison (slow at full size)",
     )
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def setup(args) -> dict:
+    """The keyword arguments every timed call shares (model, loss, domains, ...)."""
     if args.threads:
         set_threads(args.threads)  # torch and BLAS pools alike
     device = resolve_device(args.device)
@@ -107,15 +111,14 @@ def main(argv=None) -> int:
         model = colored_mnist_mlp().to(device).eval()
         what = "colored_mnist_mlp() at its seeded initialisation"
     domains, source = load_domains(n, device)
-    loss = nn.BCEWithLogitsLoss()
     D = sum(p.numel() for p in model.parameters())
     print(
         f"model: {what}, D={D} (head 391); data: {source}, 2 x {n} samples; device {device}; "
         f"torch threads {torch.get_num_threads()}; eps={args.epsilon:g}"
     )
-    common = dict(
+    return dict(
         model=model,
-        loss_func=loss,
+        loss_func=nn.BCEWithLogitsLoss(),
         domains=domains,
         epsilon=args.epsilon,
         check=False,
@@ -123,6 +126,9 @@ def main(argv=None) -> int:
         seed=0,
     )
 
+
+def head_dense(common: dict) -> None:
+    """The dense head: plain, with the empirical check, and closed form vs products."""
     timed("head, dense (first call)", params="classifier", method="dense", **common)
     plain = timed("head, dense", params="classifier", method="dense", **common)
     checked = timed(
@@ -149,26 +155,19 @@ def main(argv=None) -> int:
     if after and before:
         diff = float(abs(after[0].eigenvalues - before[0].eigenvalues).max())
         print(f"    speed-up {before[1] / after[1]:.1f}x; max |eigenvalue difference| {diff:.1e}")
-    if args.head_only:
-        return 0
-    for solver in () if args.skip_solvers else ("lobpcg", "eigsh"):
-        out = timed(
-            f"head, matrix-free {solver}",
-            params="classifier",
-            method="matrix-free",
-            solver=solver,
-            maxiter=300,
-            **common,
-        )
+
+
+def head_solvers(common: dict) -> None:
+    """LOBPCG and ARPACK on the head's pairs (damped when the plain solve is refused)."""
+    for solver in ("lobpcg", "eigsh"):
+        head = dict(params="classifier", method="matrix-free", solver=solver, maxiter=300)
+        out = timed(f"head, matrix-free {solver}", **head, **common)
         if out is None:
             out = timed(
                 f"head, matrix-free {solver}, damping 1e-3",
-                params="classifier",
-                method="matrix-free",
-                solver=solver,
-                maxiter=300,
                 remedy="damping",
                 damping=1e-3,
+                **head,
                 **common,
             )
         if out is not None:
@@ -176,13 +175,11 @@ def main(argv=None) -> int:
             iters = {p: s["iterations"] for p, s in res.solver.items() if "iterations" in s}
             print(f"    {products(res)}; iterations {iters}")
 
-    out = timed(
-        f"whole network, matrix-free, top-{args.k}",
-        method="matrix-free",
-        remedy="top-k",
-        k=args.k,
-        **common,
-    )
+
+def whole_network(common: dict, k: int, damping: bool) -> None:
+    """The whole network, matrix-free: top-k, and (``damping``) LOBPCG on the damped GGN."""
+    out = timed(f"whole network, matrix-free, top-{k}", method="matrix-free", remedy="top-k",
+                k=k, **common)  # fmt: skip
     if out is not None:
         res, seconds = out
         print(
@@ -194,7 +191,7 @@ def main(argv=None) -> int:
             )
         )
         print(f"    goal < 300 s: {'met' if seconds < 300 else 'NOT met'} ({seconds:.1f} s)")
-    if args.whole_damping:
+    if damping:
         out = timed(
             "whole network, matrix-free LOBPCG, GGN, damping 1e-3",
             method="matrix-free",
@@ -212,6 +209,17 @@ def main(argv=None) -> int:
                 if "iterations" in s
             }
             print(f"    {products(res)}; (iterations, converged, residual) {conv}")
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    common = setup(args)
+    head_dense(common)
+    if args.head_only:
+        return 0
+    if not args.skip_solvers:
+        head_solvers(common)
+    whole_network(common, args.k, args.whole_damping)
     return 0
 
 

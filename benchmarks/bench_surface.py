@@ -70,7 +70,7 @@ def plain_loop(model, loss_func, domains, dirs, alphas, betas):
     return out, displaced
 
 
-def main(argv=None) -> int:
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 x 5 grid, 1,000 samples")
     parser.add_argument("--n", type=int, default=None, help="samples per domain (5,000)")
@@ -88,7 +88,63 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=5, help="interleaved rounds of grid rows (default 5)"
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def time_forward(model, loss_func, domains, device, repeats: int) -> float:
+    """Median time of one forward pass + loss over the first domain."""
+    X, y = domains[next(iter(domains))][0]
+    times = []
+    with torch.no_grad():
+        for _ in range(3):
+            loss_func(model(X), y)
+        for _ in range(repeats):
+            sync(device)
+            t = time.perf_counter()
+            loss_func(model(X), y)
+            sync(device)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def run_rounds(model, loss_func, domains, dirs, alphas, betas, paths, args, device):
+    """Every path on the same rows of the grid, interleaved in rounds so that a change of
+    machine load hits all paths alike; ``(seconds per path, losses per path, seconds of the
+    plain loop or None, its losses, how far it left the model displaced)``."""
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    spent = {label: 0.0 for label, _, _ in paths}
+    results = {label: [] for label, _, _ in paths}
+    reference, displaced, ref = (None if args.no_reference else 0.0), None, []
+    rounds = min(args.rounds, len(alphas))
+    for r in range(rounds):
+        rows_alpha = alphas[r::rounds]
+        for label, first, size in paths:
+            sync(device)
+            t = time.perf_counter()
+            res = loss_surface(model, loss_func, domains, dirs, grid=(rows_alpha, betas),
+                               first_layer=first, points_per_call=size, progress=False)  # fmt: skip
+            sync(device)
+            spent[label] += time.perf_counter() - t
+            results[label].append(res)
+        if not args.no_reference:
+            sync(device)
+            t = time.perf_counter()
+            part, displaced = plain_loop(model, loss_func, domains, dirs, rows_alpha, betas)
+            sync(device)
+            reference += time.perf_counter() - t
+            ref.append(part)
+            model.load_state_dict(before)
+    if ref:
+        ref = {k: torch.cat([p[k] for p in ref]) for k in ref[0]}
+    results = {
+        label: {k: torch.cat([torch.as_tensor(r.losses[k]) for r in parts]) for k in domains}
+        for label, parts in results.items()
+    }
+    return spent, results, reference, ref, displaced
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     if args.threads:
         set_threads(args.threads)  # torch and BLAS pools alike
     n = args.n or (1000 if args.quick else 5000)
@@ -105,67 +161,31 @@ def main(argv=None) -> int:
     points = num * num * len(domains)
     print(f"device {device}, threads {torch.get_num_threads()}, data: {source}")
     print(f"{len(domains)} domains x {n} samples, grid {num} x {num} ({points} domain-points)")
-
-    X, y = domains[next(iter(domains))][0]
-    times = []
-    with torch.no_grad():
-        for _ in range(3):
-            loss_func(model(X), y)
-        for _ in range(15 if not args.quick else 5):
-            sync(device)
-            t = time.perf_counter()
-            loss_func(model(X), y)
-            sync(device)
-            times.append(time.perf_counter() - t)
-    forward = statistics.median(times)
+    forward = time_forward(model, loss_func, domains, device, 15 if not args.quick else 5)
     print(f"forward pass + loss over one domain: {forward * 1e3:.2f} ms")
 
-    # Every path evaluates the same rows of the grid, interleaved in rounds so that a change of
-    # machine load hits all paths alike; the time of a path is the sum over its rounds.
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     paths = [(f"ours: {'first-layer' if first else 'plain'}, {size} point(s)/call", first, size)
              for first in (True, False) for size in sizes]  # fmt: skip
-    spent = {label: 0.0 for label, _, _ in paths}
-    results = {label: [] for label, _, _ in paths}
-    reference, displaced, ref = (None if args.no_reference else 0.0), None, []
-    rounds = min(args.rounds, num)
-    for r in range(rounds):
-        rows_alpha = alphas[r::rounds]
-        for label, first, size in paths:
-            sync(device)
-            t = time.perf_counter()
-            res = loss_surface(
-                model,
-                loss_func,
-                domains,
-                dirs,
-                grid=(rows_alpha, betas),
-                first_layer=first,
-                points_per_call=size,
-                progress=False,
-            )
-            sync(device)
-            spent[label] += time.perf_counter() - t
-            results[label].append(res)
-        if not args.no_reference:
-            sync(device)
-            t = time.perf_counter()
-            part, displaced = plain_loop(model, loss_func, domains, dirs, rows_alpha, betas)
-            sync(device)
-            reference += time.perf_counter() - t
-            ref.append(part)
-            model.load_state_dict(before)
+    spent, results, reference, ref, displaced = run_rounds(
+        model, loss_func, domains, dirs, alphas, betas, paths, args, device
+    )
     rows = [(label, spent[label] / points) for label, _, _ in paths]
     after = model.state_dict()
     untouched = all(torch.equal(before[k], after[k]) for k in before)
-    if reference is not None:
-        reference /= points
-        ref = {k: torch.cat([p[k] for p in ref]) for k in ref[0]}
-    results = {
-        label: {k: torch.cat([torch.as_tensor(r.losses[k]) for r in parts]) for k in domains}
-        for label, parts in results.items()
-    }
+    report(rows, forward, reference / points if reference else reference, results, ref, displaced)
+    print(f"loss_surface leaves the model untouched: {untouched}")
+    best = min(per for _, per in rows)
+    print(
+        f"\nbest: {best / forward:.2f} x one forward pass per point (goal <= 1.2)"
+        + (f", {reference / points / best:.2f}x the plain loop (goal >= 1.0 on CPU)"
+           if reference else "")
+    )  # fmt: skip
+    return 0
 
+
+def report(rows, forward, reference, results, ref, displaced) -> None:
+    """The table: ms per point, per forward pass, speed-up over the plain loop."""
     print()
     print(f"{'path':48s} {'ms/point':>9s} {'/forward':>9s} {'speed-up vs plain loop':>23s}")
     for label, per in rows:
@@ -181,13 +201,6 @@ def main(argv=None) -> int:
         )
         print(f"\nmax |ours - plain loop| over all paths: {worst:.2e}")
         print(f"plain loop leaves the model displaced: ||theta_after - theta*|| = {displaced:.3f}")
-    print(f"loss_surface leaves the model untouched: {untouched}")
-    best = min(per for _, per in rows)
-    print(
-        f"\nbest: {best / forward:.2f} x one forward pass per point (goal <= 1.2)"
-        + (f", {reference / best:.2f}x the plain loop (goal >= 1.0 on CPU)" if reference else "")
-    )
-    return 0
 
 
 if __name__ == "__main__":
