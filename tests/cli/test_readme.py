@@ -90,3 +90,29 @@ def test_score_your_own_model_runs_as_written(tmp_path, monkeypatch):
         assert main([*argv, *fast, "--quiet", "--out", f"out{i}"]) == 0, argv
         written = {"score": "score_summary.json", "curvature": "curvature_summary.json"}
         assert (tmp_path / f"out{i}" / written.get(argv[0], "surface.json")).is_file()
+
+
+def test_score_a_domainbed_run_runs_as_written(tmp_path, monkeypatch):
+    """The commands of "Score a DomainBed run", verbatim, on a RotatedMNIST model.pkl written
+    as DomainBed's train.py writes it, with options appended that keep them fast (argparse
+    keeps the last value: a few samples of two environments, the head's bias)."""
+    import pytest
+
+    from landscape.cli import main
+    from landscape.data.mnist import MNISTError, load_mnist
+    from tests.cli.test_domainbed_run import write_run
+
+    try:
+        load_mnist(split="test", download=False)
+    except MNISTError as err:
+        pytest.skip(f"MNIST cache not available: {err}")
+    monkeypatch.chdir(tmp_path)
+    write_run(tmp_path)
+    commands = readme_commands(readme_section("Score a DomainBed run"))
+    assert [c[0] for c in commands] == ["score", "score", "curvature", "surface"]
+    fast = ["--subsample", "8", "--domains", "15", "30", "--params", "classifier.bias"]
+    for i, argv in enumerate(commands):
+        assert argv[1] == "train_output/model.pkl"
+        extra = {"score": ["--check-steps", "1"], "surface": ["--grid", "-1", "1", "3"]}
+        argv = [*argv, *fast, *extra.get(argv[0], []), "--quiet", "--out", f"out{i}"]
+        assert main(argv) == 0, argv

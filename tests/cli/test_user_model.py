@@ -43,6 +43,11 @@ def broken():
 
 def needs(width):
     return Net()
+
+
+def other():
+    """A network the weights do not belong to: the wrong factory."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(36, 3))
 '''
 
 DATA_FILE = """
@@ -212,6 +217,7 @@ BAD = {
     "not callable": (["--model", "mymodel.py:VALUE"], "mymodel.py:VALUE is not callable"),
     "takes arguments": (["--model", "mymodel.py:needs"], "must be callable with no arguments"),
     "raises": (["--model", "mymodel.py:broken"], "broken() raised RuntimeError: no GPU here"),
+    "wrong factory": (["--model", "mymodel.py:other"], "weights.pt was saved from another model"),
     "model of wrong type": (
         ["--model", "mydata.py:domains"],
         "returned a dict, expected a torch.nn.Module",
