@@ -232,3 +232,21 @@ def test_explicit_method_that_cannot_handle_the_model_is_one_line():
     res = inconsistency_score(net, loss, domains, EPS, curvature="ggn", remedy="damping",
                               damping=0.1, check=False, progress=False)  # fmt: skip
     assert res.method == "matrix-free" and np.isfinite(res.score)
+
+
+def test_head_cache_above_its_bound_falls_back_to_full_forwards(monkeypatch):
+    """A domain whose head inputs exceed HEAD_CACHE_BYTES (a DataLoader larger than memory)
+    is evaluated by full forwards, batch by batch, with the same risks."""
+    from landscape.inconsistency import head
+
+    model, loss, domains, params = CASES["groupnorm-ce-head"].build(n=N)
+    loader = DataLoader(TensorDataset(*domains["d0"][0]), batch_size=5)
+    x = np.full(15, 0.1)
+    cached = DisplacedRisk(model, loss, loader, params)
+    assert cached.evaluator.startswith("head 'classifier'")
+    monkeypatch.setattr(head, "HEAD_CACHE_BYTES", 5 * 4 * 8)  # one batch of 5 x 4 float64
+    bounded = DisplacedRisk(model, loss, loader, params)
+    assert bounded.evaluator.startswith("full forward (head 'classifier': its cached input")
+    assert bounded.value(x) == pytest.approx(cached.value(x), rel=1e-13)
+    np.testing.assert_allclose(bounded.value_and_grad(x)[1], cached.value_and_grad(x)[1],
+                               rtol=1e-12)  # fmt: skip
