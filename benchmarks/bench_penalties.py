@@ -21,7 +21,7 @@ from landscape.models import colored_mnist_mlp
 from landscape.training.penalties import Penalties
 
 
-def main() -> None:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     parser.add_argument("--n", type=int, default=25_000, help="samples per domain")
@@ -45,7 +45,11 @@ def main() -> None:
         default="erm,fishr",
         help="comma-separated algorithms to time (erm is always timed)",
     )
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     n, repeats = (2_000, 3) if args.quick else (args.n, args.repeats)
     set_threads(args.threads)  # torch and BLAS pools alike
     torch.manual_seed(args.seed)
