@@ -166,9 +166,12 @@ def _domainbed_domains(meta, *, names, default, data_dir, split, batch_size, dev
     others are never read. Loaders deliver batches on ``device`` in ``dtype`` (the model's)."""
     from landscape.data.domainbed import dataset_info, domainbed_domains_from_metadata
 
+    every = list(dataset_info(meta.get("dataset")).environments)
     if names is None:
-        every = dataset_info(meta.get("dataset")).environments
-        names = _default_names(meta, list(every), default)
+        names = _default_names(meta, every, default)
+    unknown = [n for n in names if n not in every]
+    if unknown:  # the message of pick_domains
+        raise ValueError(f"unknown domain {unknown[0]!r}; available: {', '.join(every)}")
     return domainbed_domains_from_metadata(
         meta, data_dir=data_dir, split=split or "in", batch_size=batch_size,
         environments=list(names), device=device, dtype=dtype or torch.float32,

@@ -246,10 +246,13 @@ def test_a_hostile_pickle_is_refused_and_never_run(run_dir, capsys):
     assert not (run_dir / "bad").exists()
 
 
-def test_unknown_algorithm_and_data_set_get_one_line(run_dir, capsys):
+def test_unknown_algorithm_data_set_and_environment_get_one_line(run_dir, capsys):
     write_run(run_dir, algorithm="ARM")
     line = _one_error_line(capsys, ["score", "train_output/model.pkl"])
     assert "DomainBed algorithm 'ARM' is not supported" in line
+    write_run(run_dir)
+    line = _one_error_line(capsys, ["score", "train_output/model.pkl", "--domains", "15", "90"])
+    assert line.endswith("unknown domain '90'; available: 0, 15, 30, 45, 60, 75")
     write_run(run_dir, dataset="SVIRO")
     line = _one_error_line(capsys, ["score", "train_output/model.pkl"])
     assert "unknown DomainBed data set 'SVIRO'" in line
