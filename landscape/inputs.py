@@ -160,10 +160,12 @@ def _load_weights(path: Path, model: nn.Module | None, device: torch.device):
     return load_checkpoint(path, model=model, device=device)
 
 
-def _domainbed_domains(meta, *, names, default, data_dir, split, batch_size, device, dtype):
+def _domainbed_domains(meta, *, names, default, data_dir, split, device, dtype, **loader):
     """The environments of a DomainBed checkpoint (``landscape.data.domainbed``) that will be
     analysed (``names``, else the defaults of :func:`_default_names`), and only those: the
-    others are never read. Loaders deliver batches on ``device`` in ``dtype`` (the model's)."""
+    others are never read. Loaders deliver batches on ``device`` in ``dtype`` (the model's);
+    ``loader``: ``batch_size`` and ``first`` (``--subsample``: only those samples are read,
+    in batches of ``batch_size``, so memory stays bounded by one batch)."""
     from landscape.data.domainbed import dataset_info, domainbed_domains_from_metadata
 
     every = list(dataset_info(meta.get("dataset")).environments)
@@ -173,8 +175,8 @@ def _domainbed_domains(meta, *, names, default, data_dir, split, batch_size, dev
     if unknown:  # the message of pick_domains
         raise ValueError(f"unknown domain {unknown[0]!r}; available: {', '.join(every)}")
     return domainbed_domains_from_metadata(
-        meta, data_dir=data_dir, split=split or "in", batch_size=batch_size,
-        environments=list(names), device=device, dtype=dtype or torch.float32,
+        meta, data_dir=data_dir, split=split or "in", environments=list(names), device=device,
+        dtype=dtype or torch.float32, **loader,
     )  # fmt: skip
 
 
@@ -301,7 +303,8 @@ def _all_domains(path, net, meta, user_data, *, data_dir, split, device, **run) 
     """The domains there are to analyse: the user's (``--data``), a DomainBed run's
     environments (its ``split`` of each; only those named or analysed by default), or
     those of a landscape checkpoint's data spec; batches on ``device`` in the model's
-    floating dtype. ``run``: a DomainBed run's ``names``, ``default`` and ``batch_size``."""
+    floating dtype. ``run``: a DomainBed run's ``names``, ``default``, ``batch_size`` and
+    ``first`` (see :func:`_domainbed_domains`)."""
     from landscape.data import build_domains
     from landscape.domains import check_domains
 
@@ -355,7 +358,8 @@ def load_for_analysis(
             or every domain of ``data`` when the checkpoint names none of them.
         subsample: keep the first ``n`` samples of each domain.
         batch_size: split each domain into consecutive batches of this many samples;
-            ``None`` keeps the batches as built (one batch per domain after ``subsample``).
+            ``None`` keeps the batches as built (one batch per domain after ``subsample``;
+            a DomainBed run's loaders: 1024 digits or 64 images per batch).
         split: DomainBed checkpoints only: ``"in"`` (default; the part trained on),
             ``"out"`` (the held-out part) or ``"all"``.
 
@@ -382,15 +386,13 @@ def load_for_analysis(
     user_data = _resolve_data(data)
     domainbed = user_data is None and meta.get("format") == "domainbed"
     options = {"data_dir": data_dir, "split": split, "device": dev, "names": domains}
-    # a DomainBed loader of --subsample samples per batch reads just those (first) samples
-    options.update(default=default, batch_size=batch_size or subsample)
+    options.update(default=default, batch_size=batch_size, first=subsample)
     all_domains = _all_domains(path, net, meta, user_data, **options)
-    names = domains
-    if names is None:  # a DomainBed run's loaded environments are already the defaults
-        names = list(all_domains) if domainbed else _default_names(meta, all_domains, default)
-    chosen = pick_domains(all_domains, names)
-    rebatch = batch_size if (subsample is not None or not domainbed) else None
-    chosen = _shape_domains(chosen, subsample, rebatch)
+    if domainbed:  # the environments named (or the defaults), already cut and batched
+        chosen = all_domains
+    else:
+        names = domains if domains is not None else _default_names(meta, all_domains, default)
+        chosen = _shape_domains(pick_domains(all_domains, names), subsample, batch_size)
     if key is None:
         key = meta.get("loss")
     if key is None and user_data is not None:

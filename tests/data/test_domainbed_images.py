@@ -136,3 +136,18 @@ def test_decoding_is_lazy(pacs):
     assert all(isinstance(path, str) for path, _ in dataset.samples)
     X, y = next(iter(domains["S"]))
     assert X.shape == (2, 3, 224, 224) and np.asarray(y).shape == (2,)
+
+
+def test_first_keeps_the_first_samples_of_each_split(pacs):
+    """``first=n``: the first n samples of the split, in DomainBed's order, and only those
+    are listed for decoding."""
+    whole = domainbed_domains("PACS", pacs, split="in", environments=["P", "A"])
+    cut = domainbed_domains("PACS", pacs, split="in", environments=["P", "A"], first=4)
+    assert list(cut) == ["P", "A"] and cut.settings["first"] == 4
+    for name in cut:
+        assert len(cut[name].dataset) == 4
+        X, y = concat(cut[name])
+        want_X, want_y = concat(whole[name])
+        assert torch.equal(y, want_y[:4]) and torch.equal(X, want_X[:4])
+    with pytest.raises(ValueError, match="first must be a positive integer or None, got 0"):
+        domainbed_domains("PACS", pacs, first=0)

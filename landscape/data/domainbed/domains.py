@@ -127,13 +127,14 @@ def _seed(value, what: str) -> int:
     return int(value)
 
 
-def _check_args(split, batch_size, dtype) -> None:
+def _check_args(split, batch_size, first, dtype) -> None:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    for what, value in (("batch_size", batch_size), ("first", first)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise ValueError(f"{what} must be a positive integer or None, got {value!r}")
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(
             f"dtype must be a floating torch dtype such as torch.float32, got {dtype!r}"
@@ -164,6 +165,7 @@ def domainbed_domains(
     split: str = "in",
     uda_holdout_fraction: float = 0.0,
     environments: Sequence[int | str] | str | None = None,
+    first: int | None = None,
     batch_size: int | None = None,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
@@ -186,6 +188,8 @@ def domainbed_domains(
         uda_holdout_fraction: the run's ``--uda_holdout_fraction`` (test environments only).
         environments: which to load: ``None`` (all), ``"train"``, ``"test"``, or a list of
             indices / names (kept in that order).
+        first: keep only the first ``first`` samples of each split (in DomainBed's order;
+            only those are ever read); ``None``: all.
         batch_size: samples per batch (default :data:`DEFAULT_BATCH_SIZE` of the data set's
             kind); results of the analyses do not depend on it.
         num_workers: DataLoader worker processes (decoding images in parallel).
@@ -203,27 +207,25 @@ def domainbed_domains(
             malformed data folder, or an empty split; one line saying what to do.
     """
     info = dataset_info(dataset)
-    _check_args(split, batch_size, dtype)
+    _check_args(split, batch_size, first, dtype)
     seed, trial_seed = _seed(seed, "seed"), _seed(trial_seed, "trial_seed")
     tests = _indices(info, test_envs, "test_envs")
     wanted = _wanted(info, environments, tests)
     envs, num_classes = _environments(info, data_dir, wanted, seed)
     batch = batch_size or DEFAULT_BATCH_SIZE[info.kind]
-    fractions = {"holdout_fraction": holdout_fraction, "uda_holdout_fraction": uda_holdout_fraction}
+    run = {"holdout_fraction": holdout_fraction, "uda_holdout_fraction": uda_holdout_fraction}
+    run["trial_seed"] = trial_seed
     loaders = {}
     for env_i in wanted:
         env, name = envs[env_i], info.environments[env_i]
-        index = _split_indices(
-            info, env_i, len(env), split, trial_seed=trial_seed, test_env=env_i in tests,
-            **fractions,
-        )  # fmt: skip
+        index = _split_indices(info, env_i, len(env), split, test_env=env_i in tests, **run)
         loaders[name] = DomainLoader(
-            env.subset(index), batch_size=batch, device=device, dtype=dtype,
+            env.subset(index[:first]), batch_size=batch, device=device, dtype=dtype,
             num_workers=num_workers,
         )  # fmt: skip
     settings = {
-        "dataset": info.name, "split": split, "test_envs": sorted(tests),
-        **fractions, "trial_seed": trial_seed, "seed": seed, "environments": list(loaders),
+        "dataset": info.name, "split": split, "test_envs": sorted(tests), **run, "seed": seed,
+        "environments": list(loaders), "first": first,
         "data_dir": None if data_dir is None else str(data_dir),
     }  # fmt: skip
     names = [info.environments[i] for i in sorted(tests)]
@@ -263,6 +265,7 @@ def domainbed_domains_from_metadata(
     batch_size: int | None = None,
     *,
     environments: Sequence[int | str] | str | None = None,
+    first: int | None = None,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -276,7 +279,7 @@ def domainbed_domains_from_metadata(
             ``meta["args"]`` (DomainBed's ``vars(args)``), then DomainBed's default.
         data_dir: the data folder here; default: the run's ``--data_dir`` (for the MNIST data
             sets only when it holds MNIST on this machine, else our default MNIST cache).
-        split, batch_size, environments, num_workers, device, dtype: as in
+        split, batch_size, environments, first, num_workers, device, dtype: as in
             :func:`domainbed_domains`.
 
     Raises:
@@ -300,6 +303,7 @@ def domainbed_domains_from_metadata(
         split=split,
         uda_holdout_fraction=_from_meta(meta, "uda_holdout_fraction", 0.0),
         environments=environments,
+        first=first,
         batch_size=batch_size,
         num_workers=num_workers,
         device=device,
