@@ -35,17 +35,26 @@ ANALYSIS_FILES = [
     "surface_plane",
     "surface_inconsistency_erm",
     "surface_inconsistency_fishr",
+    "premise_head_erm",
+    "gradients_head_erm",
+    "premise_head_fishr",
+    "gradients_head_fishr",
 ]
 FIGURES = [
-    "training_curves.png",
-    "hessian_alignment.png",
-    "inconsistency_parts_head.png",
-    "inconsistency_pairs_head.png",
-    "inconsistency_parts_network.png",
-    "inconsistency_pairs_network.png",
-    "surface_plane.png",
-    "surface_inconsistency_erm.png",
-    "surface_inconsistency_fishr.png",
+    f"{stem}.{fmt}"
+    for stem in [
+        "training_curves",
+        "hessian_alignment",
+        "inconsistency_parts_head",
+        "inconsistency_pairs_head",
+        "inconsistency_parts_network",
+        "inconsistency_pairs_network",
+        "surface_plane",
+        "surface_inconsistency",
+        "variance_vs_hessian_head",
+        "gradient_clouds_head",
+    ]
+    for fmt in ("png", "pdf")
 ]
 SETTINGS = dict(subsample=30, head_k=3, network_k=3, grid=5, progress=False)
 
@@ -188,7 +197,8 @@ def test_draw_figures_from_saved_results_only(job, tmp_path, forbid_analyses):
     assert sorted(p.name for p in paths) == sorted(FIGURES)  # no table2.md: not Colored MNIST
     for p in paths:
         assert p.is_file() and p.stat().st_size > 1000
-        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        magic = b"\x89PNG\r\n\x1a\n" if p.suffix == ".png" else b"%PDF"
+        assert p.read_bytes().startswith(magic)
 
 
 def test_draw_figures_skips_missing_results(job, tmp_path):
@@ -198,9 +208,9 @@ def test_draw_figures_skips_missing_results(job, tmp_path):
     for ext in (".json", ".npz"):
         shutil.copy(root / "analysis" / f"score_head_fishr{ext}", partial)
     paths = draw_figures(root / "run", partial, tmp_path / "figures")
-    assert sorted(p.name for p in paths) == sorted(
-        ["training_curves.png", "inconsistency_parts_head.png", "inconsistency_pairs_head.png"]
-    )
+    stems = ["training_curves", "inconsistency_parts_head", "inconsistency_pairs_head"]
+    expected = [f"{stem}.{fmt}" for stem in stems for fmt in ("png", "pdf")]
+    assert sorted(p.name for p in paths) == sorted(expected)
 
 
 def test_draw_figures_writes_table2_for_paper_columns(job, tmp_path):
@@ -215,7 +225,9 @@ def test_draw_figures_writes_table2_for_paper_columns(job, tmp_path):
     }
     results.save(run / "results")
     paths = draw_figures(run, tmp_path / "no-analysis", tmp_path / "figures")
-    assert sorted(p.name for p in paths) == ["table2.md", "training_curves.png"]
+    assert sorted(p.name for p in paths) == [
+        "table2.md", "table2.pdf", "table2.png", "training_curves.pdf", "training_curves.png"
+    ]  # fmt: skip
     text = (tmp_path / "figures" / "table2.md").read_text()
     assert text.startswith("# Colored MNIST (Table 2): ours (paper)")
     erm = next(line for line in text.splitlines() if line.startswith("| ERM |"))
@@ -262,7 +274,8 @@ def test_figures_command_end_to_end(job, tmp_path, capsys, forbid_analyses):
     only_run = tmp_path / "figs2"
     assert main(["figures", str(root / "run"), "--analysis", str(tmp_path), "--out",
                  str(only_run)]) == 0  # fmt: skip
-    assert [p.name for p in only_run.iterdir()] == ["training_curves.png"]
+    drawn = sorted(p.name for p in only_run.iterdir())
+    assert drawn == ["training_curves.pdf", "training_curves.png"]
 
 
 def test_figures_command_on_a_folder_that_is_not_a_run(tmp_path, capsys):
