@@ -310,7 +310,7 @@ def test_reproduce_command_tiny(tmp_path, capsys):
     analysis = sorted(p.stem for p in (out / "analysis").glob("*.json"))
     assert analysis == sorted(ANALYSIS_FILES)
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == sorted([*FIGURES, "table2.md"])
+    assert figures == sorted([*FIGURES, "table2.md", "table2.png", "table2.pdf"])
     table = (out / "figures" / "table2.md").read_text()
     assert "| ERM |" in table and "| Fishr |" in table and "(86.4 ± 0.2)" in table
     head = InconsistencyResult.load(out / "analysis" / "score_head_fishr")
