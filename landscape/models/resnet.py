@@ -43,7 +43,7 @@ class BasicBlock(nn.Module):
         super().__init__()
         self.conv1 = _conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         self.conv2 = _conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = _downsample(inplanes, planes * self.expansion, stride)
@@ -70,7 +70,7 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = _conv1x1(planes, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         self.downsample = _downsample(inplanes, planes * self.expansion, stride)
         self.stride = stride
 
@@ -90,7 +90,8 @@ def _downsample(inplanes: int, outplanes: int, stride: int) -> nn.Sequential | N
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet (same names, shapes, forward and initialisation).
+    """torchvision's ResNet (same names, shapes, forward and initialisation; ReLUs out of
+    place).
 
     Args:
         depth: 18 (basic blocks) or 50 (bottlenecks).
@@ -106,7 +107,7 @@ class ResNet(nn.Module):
         self.inplanes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
+        self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         for i, (planes, count) in enumerate(zip((64, 128, 256, 512), BLOCKS[depth], strict=True)):
             setattr(self, f"layer{i + 1}", self._layer(block, planes, count, 1 if i == 0 else 2))
@@ -159,6 +160,9 @@ def resnet(depth: int, num_classes: int = 1000, use_torchvision: bool | None = N
 
     Raises:
         ValueError: unknown depth, or ``use_torchvision=True`` without a working torchvision.
+
+    Its ReLUs do not work in place (torchvision's do): the values are the same, and the
+    backward hooks of the curvature backends (BackPACK) see every activation.
     """
     if depth not in BLOCKS:
         raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, got {depth!r}")
@@ -167,4 +171,8 @@ def resnet(depth: int, num_classes: int = 1000, use_torchvision: bool | None = N
         raise ValueError("torchvision does not import here; pass use_torchvision=None or False")
     if models is None:
         return ResNet(depth, num_classes)
-    return getattr(models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+    net = getattr(models, f"resnet{depth}")(weights=None, num_classes=num_classes)
+    for module in net.modules():  # the same values; backward hooks see every activation
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return net

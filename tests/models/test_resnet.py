@@ -105,3 +105,12 @@ def test_bad_arguments_get_one_line():
         with pytest.raises(ValueError, match="torchvision does not import here"):
             resnet(18, use_torchvision=True)
     assert isinstance(resnet(18, use_torchvision=False), ResNet)
+
+
+@pytest.mark.parametrize("use_torchvision", [False, None])
+def test_relus_do_not_work_in_place(use_torchvision):
+    """An in-place ReLU overwrites the output a backward hook (BackPACK) hands back, which
+    autograd refuses; the values are the same either way."""
+    net = resnet(18, use_torchvision=use_torchvision)
+    relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
+    assert relus and not any(m.inplace for m in relus)
