@@ -1,8 +1,10 @@
 """Per-domain curvature of a checkpoint: gradient variances, diagonals, eigenpairs, traces.
 
-Loads the checkpoint, rebuilds its domains from the data spec in its metadata (default: its
-training domains) and writes one result per method to OUT (``<method>.json`` +
-``<method>.npz``, loadable with the matching class of landscape.curvature):
+Loads the weights (a landscape checkpoint, a state dict with --model / --data, or a DomainBed
+model.pkl: see landscape.inputs), gathers the domains (the checkpoint's data spec or
+DomainBed's environments, default its training domains; or --data) and writes one result per
+method to OUT (``<method>.json`` + ``<method>.npz``, loadable with the matching class of
+landscape.curvature):
 
   variance   gradient variance and empirical Fisher diagonal (GradientVarianceResult)
   diagonal   Hessian diagonal, --diagonal-method auto|exact|ggn|fisher_mc|hutchinson

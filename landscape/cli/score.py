@@ -7,7 +7,9 @@ empirical check on the true losses beside the quadratic value: |R_B - R_A(theta*
 has changed by eps along the maximiser, and a projected ascent on R_B inside
 |R_A - R_A(theta*)| <= eps (a lower bound of Parascandolo's definition).
 
-The domains are rebuilt from the checkpoint's data spec (default: its training domains).
+The weights are a landscape checkpoint, a state dict with --model / --data, or a DomainBed
+model.pkl (landscape.inputs); the domains are rebuilt from the checkpoint's data spec or
+DomainBed's environments (--split; default: its training domains), or come from --data.
 Writes OUT/score.json and OUT/score.npz (the result, loadable with
 landscape.inconsistency.InconsistencyResult.load) and OUT/score_summary.json.
 

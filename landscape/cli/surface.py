@@ -1,7 +1,9 @@
 """Per-domain 2D loss-surface slices of a checkpoint on one shared, seeded plane.
 
 Evaluates f_e(alpha, beta) = R_e(theta_0 + alpha * d1 + beta * d2) for every domain e on
-the same grid and directions (Li et al. 2018), plus the differences between domains.
+the same grid and directions (Li et al. 2018), plus the differences between domains. The
+weights are a landscape checkpoint, a state dict with --model / --data, or a DomainBed
+model.pkl (landscape.inputs); default domains: the training then the test domains.
 
 Directions (--directions):
   random         seeded Gaussian, --normalization filter (default; each output row / filter
