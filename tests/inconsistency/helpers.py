@@ -74,8 +74,8 @@ def assert_unchanged(model: nn.Module, snap) -> None:
 def torch_func_curvatures(model, loss_func, batches, names, curvature="hessian"):
     """Dense float64 ``(H [D, D], risk, gradient [D])`` of the risk of the concatenated
     batches over the parameters ``names``, by :mod:`torch.func` on a float64 copy (any
-    module): ``"hessian"`` (``torch.func.hessian``) or ``"ggn"`` (``JᵀΛJ`` with
-    ``J = ∂f/∂θ [N·C, D]`` and ``Λ`` the loss's Hessian in the outputs)."""
+    module): ``"hessian"`` (reverse over reverse) or ``"ggn"`` (``JᵀΛJ`` with
+    ``J = ∂f/∂θ [N·C, D]`` row by row and ``Λ`` the loss's Hessian in the outputs)."""
     from torch.func import functional_call, hessian, jacrev
 
     net = copy.deepcopy(model).double()
@@ -97,10 +97,12 @@ def torch_func_curvatures(model, loss_func, batches, names, curvature="hessian")
 
     value, grad = float(risk(theta0)), torch.func.grad(risk)(theta0)
     if curvature == "hessian":
-        H = hessian(risk)(theta0)
+        H = jacrev(jacrev(risk))(theta0)
     else:
-        out = output(theta0)
-        J = jacrev(output)(theta0).reshape(out.numel(), -1)
+        theta = theta0.clone().requires_grad_(True)
+        out = output(theta)
+        rows = [torch.autograd.grad(o, theta, retain_graph=True)[0] for o in out.reshape(-1)]
+        J, out = torch.stack(rows), out.detach()  # [N·C, D], one backward pass per row
         Lam = hessian(lambda o: loss_func(o, y))(out).reshape(out.numel(), out.numel())
         H = J.T @ Lam @ J
     H = H.detach().numpy()
