@@ -12,7 +12,9 @@ Facts from facebookresearch/DomainBed (``domainbed/datasets.py``, ``scripts/trai
   ``rotate(ToPILImage(digit), angle, fill=(0,), interpolation=BILINEAR)``, i.e. Pillow's
   ``Image.rotate(angle, BILINEAR, expand=False, center=None, fillcolor=(0,))`` on the ``L``
   image, then ``ToTensor`` (``uint8 / 255`` in float32); ``y`` is the digit. Input
-  ``[1, 28, 28]``, 10 classes.
+  ``[1, 28, 28]``, 10 classes. (Bilinear since DomainBed's commit 27e115e of 2021-04-21,
+  as in alexrame/fishr; earlier DomainBed releases rotated with BICUBIC, so their images
+  differ slightly from these.)
 * ColoredMNIST (``'+90%', '+80%', '-90%'`` with colour-flip probabilities 0.1, 0.2, 0.9):
   environment by environment, in that order, ``y = (digit < 5) xor (rand(n) < 0.25)`` and
   ``colour = y xor (rand(n) < p)``, both ``torch.rand`` on the same global stream after the
