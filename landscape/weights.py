@@ -11,7 +11,8 @@ two foreign ones share:
 * :func:`load_state_dict_file`: a plain state dict (``.safetensors`` or a ``torch.save``
   file, possibly wrapped as ``{"state_dict": ...}`` or ``{"model": ...}``) loaded into a
   model the caller gives (:func:`resolve_model`: an ``nn.Module`` or a factory);
-* :func:`check_state_dict` / :func:`load_weights_into`: every name and shape must match.
+* :func:`check_state_dict` / :func:`load_weights_into`: every name and shape must match
+  (after :func:`strip_wrapper_prefix` removed a ``DataParallel`` ``module.`` prefix).
 """
 
 from __future__ import annotations
@@ -183,6 +184,20 @@ def unwrap_state_dict(obj: Any, source: str) -> tuple[dict[str, Tensor], str | N
     )
 
 
+def strip_wrapper_prefix(
+    model: nn.Module, tensors: dict[str, Tensor]
+) -> tuple[dict[str, Tensor], str | None]:
+    """``(tensors, prefix)``: the names without the ``module.`` that ``DataParallel`` /
+    ``DistributedDataParallel`` put before every key, when that makes them the model's
+    (``prefix`` then says so); the tensors unchanged otherwise."""
+    prefix = "module."
+    expected = set(model.state_dict())
+    if not tensors or set(tensors) == expected or not all(k.startswith(prefix) for k in tensors):
+        return tensors, None
+    stripped = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return (stripped, prefix) if set(stripped) == expected else (tensors, None)
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """``(tensors, header metadata)`` of a safetensors file, one line if unreadable."""
     from safetensors import SafetensorError, safe_open  # noqa: PLC0415
@@ -209,8 +224,9 @@ def load_state_dict_file(
         loaded: the object :func:`read_torch_file` already read from ``path``, if any.
 
     Returns:
-        The model, and ``{"format": "state_dict", "source": ..., "wrapper_key": ...}``
-        (with ``"header"``, the safetensors header's own metadata, when it has any).
+        The model, and ``{"format": "state_dict", "source": ..., "wrapper_key": ...,
+        "stripped_prefix": ...}`` (see :func:`unwrap_state_dict`, :func:`strip_wrapper_prefix`;
+        with ``"header"``, the safetensors header's own metadata, when it has any).
 
     Raises:
         ValueError: no model given, not a state dict, or one of another model (one line).
@@ -229,5 +245,6 @@ def load_state_dict_file(
     else:
         obj = read_torch_file(path) if loaded is None else loaded
         tensors, meta["wrapper_key"] = unwrap_state_dict(obj, str(path))
-    net = load_weights_into(resolve_model(model), tensors, str(path), device)
-    return net, meta
+    net = resolve_model(model)
+    tensors, meta["stripped_prefix"] = strip_wrapper_prefix(net, tensors)
+    return load_weights_into(net, tensors, str(path), device), meta

@@ -90,6 +90,19 @@ def test_a_wrapped_state_dict_loads(tmp_path, wrap):
     assert_same_model(model, net)
 
 
+def test_a_data_parallel_prefix_is_stripped(tmp_path):
+    net = trained()
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "w.pt")
+    model, meta = load_checkpoint(tmp_path / "w.pt", model=Net)
+    assert meta["stripped_prefix"] == "module."
+    assert_same_model(model, net)
+    wrapped = nn.Module()  # a model whose own names start with module. keeps them
+    wrapped.module = Net()
+    model, meta = load_checkpoint(tmp_path / "w.pt", model=wrapped)
+    assert meta["stripped_prefix"] is None
+    assert_same_model(model.module, net)
+
+
 def test_the_model_moves_to_the_device(tmp_path, device):
     net = trained()
     model, _ = load_checkpoint(write(tmp_path / "w.pt", net), model=Net, device=device)
