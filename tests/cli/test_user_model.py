@@ -279,3 +279,12 @@ def test_a_user_file_that_fails_to_import_gets_one_line(user, capsys):
         main(_argv(["--model", "bad.py:make"]))
     (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
     assert "--model: importing bad.py raised NameError: name 'undefined_name'" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")
+def test_cuda_asked_for_where_there_is_none_gets_one_line(user, capsys):
+    with pytest.raises(SystemExit):
+        main(_argv(["--device", "cuda"]))
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if "error:" in x]
+    assert "CUDA is not available; use --device cpu" in line
+    assert not (user / "bad").exists()
