@@ -260,3 +260,20 @@ def test_head_cache_above_its_bound_falls_back_to_full_forwards(monkeypatch):
     assert bounded.value(x) == pytest.approx(cached.value(x), rel=1e-13)
     np.testing.assert_allclose(bounded.value_and_grad(x)[1], cached.value_and_grad(x)[1],
                                rtol=1e-12)  # fmt: skip
+
+
+def test_checks_on_the_true_losses_of_a_batchnorm_block():
+    """The empirical check on inner BatchNorm-block parameters: full forwards (the selection is
+    not a head), and every line's R_B is the true risk at its point of the maximiser's ray."""
+    model, loss, domains, _ = CASES["batchnorm-ce-all"].build(n=N)
+    res = inconsistency_score(model, loss, domains, EPS, BN_INNER, "dense", remedy="top-k", k=4,
+                              check_steps=2, progress=False)  # fmt: skip
+    check = res.check
+    assert all(e.startswith("full forward") for e in check["evaluator"].values())
+    for p, (a, b) in enumerate(res.pairs):
+        i, j = res.domains.index(a), res.domains.index(b)
+        x = check["line_step"][0, i, j] * np.sqrt(2 * EPS) * res.unit_directions[p]
+        risk_b = DisplacedRisk(model, loss, domains[b], BN_INNER).value(x)
+        assert check["line_risk_b"][0, i, j] == pytest.approx(risk_b, rel=1e-12)
+        assert check["line_value"][0, i, j] == pytest.approx(abs(risk_b - res.risks[a]), rel=1e-9)
+    assert check["empirical_score"][0] >= EPS and check["search_steps"][0] >= 0
