@@ -48,9 +48,18 @@ NETWORK_HPARAMS = (
 ACTIVATIONS = {"identity": nn.Identity, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu": nn.ReLU}
 
 
-def _plain(value: Any) -> Any:
-    """Numpy scalars to Python ones (``np.float64(0.1) -> 0.1``); other values unchanged."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, Tensor) else value
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars turned into Python ones (``np.float64(0.1) -> 0.1``),
+    in nested dicts / lists too, so that it is JSON; other values unchanged."""
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, Tensor):
+        return value.tolist()
+    if hasattr(value, "item") and hasattr(value, "dtype"):  # a numpy scalar
+        return value.item()
+    return value
 
 
 class DomainBedMLP(nn.Module):
@@ -200,7 +209,7 @@ class DomainBedNetwork(nn.Module):
         mlp_outputs: int | None = None,
     ):
         super().__init__()
-        kept = {k: _plain(hparams[k]) for k in NETWORK_HPARAMS if k in hparams}
+        kept = {k: plain(hparams[k]) for k in NETWORK_HPARAMS if k in hparams}
         self.featurizer = featurizer(input_shape, kept, mlp_outputs)
         self.classifier = classifier(
             self.featurizer.n_outputs, int(num_classes), bool(kept.get("nonlinear_classifier"))

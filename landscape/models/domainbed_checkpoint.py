@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from landscape.models.domainbed import DomainBedNetwork
+from landscape.models.domainbed import DomainBedNetwork, plain
 from landscape.weights import load_weights_into, resolve_model
 
 FORMAT = "domainbed"
@@ -115,20 +115,6 @@ UNSUPPORTED = {
 def is_domainbed_checkpoint(obj: Any) -> bool:
     """Whether a loaded object is the dict DomainBed's train.py saves."""
     return isinstance(obj, Mapping) and "model_dict" in obj and "model_hparams" in obj
-
-
-def plain(value: Any) -> Any:
-    """``value`` with numpy scalars turned into Python ones, in nested dicts / lists too
-    (so that the metadata is JSON)."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, Tensor):
-        return value.tolist()
-    if hasattr(value, "item") and hasattr(value, "dtype"):  # a numpy scalar
-        return value.item()
-    return value
 
 
 def predictor(algorithm: str, source: str) -> Predictor:
