@@ -6,9 +6,14 @@ The plain loop is what the reference loss-landscape code (Li et al. 2018,
 forward pass. It leaves the model displaced by the last grid offset; the distance is
 printed.
 
-Setup: the Colored MNIST MLP (``landscape.models.colored_mnist_mlp``), two domains of
-5,000 samples (real Colored MNIST when the offline MNIST cache is there, else random inputs
-``[N, 2, 14, 14]``), a 31 x 31 grid, filter-normalised random directions. Printed:
+Setup (``--model mlp``, default): the Colored MNIST MLP
+(``landscape.models.colored_mnist_mlp``), two domains of 5,000 samples (real Colored MNIST
+when the offline MNIST cache is there, else random inputs ``[N, 2, 14, 14]``), BCE, a 31 x 31
+grid, filter-normalised random directions. ``--model mnist_cnn`` (DomainBed's MNIST_CNN with
+GroupNorm and a linear head, random ``[N, 2, 28, 28]`` images, 2 classes) and ``--model
+resnet18`` (BatchNorm in eval mode, random ``[N, 3, 32, 32]`` images: small images on a CPU)
+time the same with cross-entropy; a convolution comes first there, so only the plain path
+runs (the first-layer shortcut needs a linear first layer). Printed:
 
 * ``forward``: median time of one forward pass + loss over one domain;
 * for each of our evaluation paths and the plain loop: time per (grid point, domain), its
@@ -21,6 +26,7 @@ Usage::
     python benchmarks/bench_surface.py            # full size (minutes on a CPU)
     python benchmarks/bench_surface.py --quick    # 5 x 5 grid, 1,000 samples
     python benchmarks/bench_surface.py --device cuda --points-per-call 1 4 16 64
+    python benchmarks/bench_surface.py --model resnet18 --n 64 --grid 5
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import torch  # noqa: E402
 from _data import load_domains  # noqa: E402  (benchmarks/_data.py)
 
 from landscape.device import resolve_device, set_threads  # noqa: E402
-from landscape.models import colored_mnist_mlp  # noqa: E402
+from landscape.models import DomainBedNetwork, colored_mnist_mlp, resnet  # noqa: E402
 from landscape.surface import loss_surface, make_grid, random_directions  # noqa: E402
 
 
@@ -63,11 +69,36 @@ def plain_loop(model, loss_func, domains, dirs, alphas, betas):
                     for X, y in batches:
                         logits = model(X)
                         total += float(loss_func(logits, y)) * X.shape[0]
-                        correct += int(((logits > 0).to(y.dtype) == y).sum())
+                        hits = (
+                            (logits > 0).to(y.dtype) == y
+                            if logits.shape[-1] == 1
+                            else (logits.argmax(-1) == y)
+                        )
+                        correct += int(hits.sum())
                     losses[i, j] = total / sum(X.shape[0] for X, _ in batches)
             out[name] = losses
     displaced = max(float((params[n].detach() - theta[n]).norm()) for n in dirs.names)
     return out, displaced
+
+
+def build(name: str, n: int, device):
+    """``(model, loss, domains, source)`` of ``--model`` (module docstring), seeded."""
+    torch.manual_seed(0)
+    if name == "mlp":
+        domains, source = load_domains(n, device)
+        return colored_mnist_mlp().to(device).eval(), torch.nn.BCEWithLogitsLoss(), domains, source
+    if name == "mnist_cnn":
+        model, shape = DomainBedNetwork((2, 28, 28), 2, {}), (2, 28, 28)
+    else:
+        model, shape = resnet(18, num_classes=2, use_torchvision=False), (3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    domains = {
+        name: [(torch.rand(n, *shape, generator=g).to(device),
+                torch.randint(0, 2, (n,), generator=g).to(device))]
+        for name in ("A", "B")
+    }  # fmt: skip
+    source = f"random images [N, {', '.join(map(str, shape))}], 2 classes"
+    return model.to(device).eval(), torch.nn.CrossEntropyLoss(), domains, source
 
 
 def parse(argv):
@@ -76,6 +107,7 @@ def parse(argv):
     parser.add_argument("--n", type=int, default=None, help="samples per domain (5,000)")
     parser.add_argument("--grid", type=int, default=None, help="points per axis (31)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--model", choices=["mlp", "mnist_cnn", "resnet18"], default="mlp")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--points-per-call",
@@ -152,10 +184,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     sizes = args.points_per_call or ([1, 4, 16] if device.type == "cuda" else [1])
 
-    torch.manual_seed(0)
-    model = colored_mnist_mlp().to(device).eval()
-    loss_func = torch.nn.BCEWithLogitsLoss()
-    domains, source = load_domains(n, device)
+    model, loss_func, domains, source = build(args.model, n, device)
     dirs = random_directions(model, seed=0)
     alphas, betas = make_grid((-1.0, 1.0, num))
     points = num * num * len(domains)
@@ -165,8 +194,9 @@ def main(argv=None) -> int:
     print(f"forward pass + loss over one domain: {forward * 1e3:.2f} ms")
 
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    shortcut = (True, False) if args.model == "mlp" else (False,)
     paths = [(f"ours: {'first-layer' if first else 'plain'}, {size} point(s)/call", first, size)
-             for first in (True, False) for size in sizes]  # fmt: skip
+             for first in shortcut for size in sizes]  # fmt: skip
     spent, results, reference, ref, displaced = run_rounds(
         model, loss_func, domains, dirs, alphas, betas, paths, args, device
     )
