@@ -21,6 +21,12 @@ that owns parameters is an ``nn.Linear`` fed directly by the data, its products 
 data are computed once per domain and each grid point skips them
 (:mod:`~landscape.surface.first_layer`). With ``points_per_call > 1`` several grid points go
 through one call (:func:`torch.func.vmap` over stacked parameter sets), which pays on a GPU.
+Any ``nn.Module`` whose forward takes a tensor batch works (convolutions, normalisation
+layers, residual blocks); the shortcut applies only where its first layer allows it.
+
+Data larger than memory. A domain given as an unshuffled DataLoader is streamed: every grid
+point reads it again, one batch at a time, and the risk accumulates over the batches
+(:mod:`~landscape.surface.data`); lists of batches are moved to the device once.
 
 Batch norm and dropout. Surfaces are evaluated in **eval mode with the model's own running
 statistics** (those of :math:`\\theta^*`) at every grid point: the model must already be in
@@ -42,7 +48,8 @@ Modules:
   them (random, eigen, inconsistency, plane through checkpoints, trajectory);
 * :mod:`~landscape.surface.grid`: :func:`make_grid`, the coordinates;
 * :mod:`~landscape.surface.options`: :class:`SurfaceOptions`, the evaluation options;
-* :mod:`~landscape.surface.data`: each domain's (subsampled) batches on the device;
+* :mod:`~landscape.surface.data`: each domain's (subsampled) batches on the device, or
+  streamed from a DataLoader;
 * :mod:`~landscape.surface.plane`: the plane resolved on the model, parameters at a point;
 * :mod:`~landscape.surface.first_layer`: the first-linear-layer shortcut;
 * :mod:`~landscape.surface.batchnorm`: batch-norm statistics recomputed at a point;
