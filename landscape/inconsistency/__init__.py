@@ -27,6 +27,12 @@ the maximiser is :math:`\theta = \sqrt{2\varepsilon}\, v` (on the ellipsoid). Th
 :math:`H_A`: then :math:`\theta = 0` is the maximiser. The pair :math:`(A, A)` gives exactly
 :math:`\varepsilon`, so :math:`I^\varepsilon \ge \varepsilon`.
 
+Any ``nn.Module`` whose forward takes a tensor batch is scored (convolutions, BatchNorm in
+eval mode, GroupNorm, residual blocks): the curvature comes from
+:mod:`landscape.curvature`'s operators (``torch.func`` products, a closed form for the
+output layer where one applies), and every pass accumulates over a domain's batches, so a
+DataLoader streams with one batch in memory.
+
 The package, one concept per module:
 
 * :mod:`~landscape.inconsistency.score`: :func:`inconsistency_score`, the orchestrator;

@@ -1,9 +1,9 @@
 r"""The inconsistency score :math:`I^\varepsilon` over every ordered pair of domains.
 
-:func:`inconsistency_score` validates and resolves its arguments once (:class:`ScoreSettings`),
-builds one backend per domain (dense, matrix-free or diagonal: the protocol of
-:mod:`landscape.inconsistency.protocol`), solves every ordered pair, assembles the pairwise
-values and runs the empirical check on the true losses.
+:func:`inconsistency_score` validates and resolves its arguments once (:class:`ScoreSettings`;
+``method="auto"`` by the selection's size), builds one backend per domain (dense, matrix-free
+or diagonal: the protocol of :mod:`landscape.inconsistency.protocol`), solves every ordered
+pair, assembles the pairwise values and runs the empirical check on the true losses.
 """
 
 from __future__ import annotations
