@@ -37,6 +37,7 @@ _FIELDS = {
     "label_noise": "label_noise",
     "data_seed": "data_seed",
     "resample_data": "resample_data",
+    "stream": "stream",
     "seed": "seed",
     "hidden_dims": "hidden_dims",
     "checkpoint_steps": "checkpoint_steps",
@@ -67,7 +68,8 @@ def _add_protocol_arguments(group) -> None:
     group.add_argument(
         "--restarts",
         type=int,
-        help="restarts per algorithm; restart k is seeded seed+k (default 3)",
+        help="restarts per algorithm; restart k is the script's restart k (--stream script) "
+        "or seeded seed+k (--stream per-restart) (default 3)",
     )
     group.add_argument("--steps", type=int, help="full-batch Adam steps (default 501)")
     group.add_argument(
@@ -118,17 +120,27 @@ def _add_data_arguments(group) -> None:
     )
     group.add_argument("--label-noise", type=float, help="label flip probability (default 0.25)")
     group.add_argument(
+        "--stream",
+        choices=["script", "per-restart"],
+        help="random stream of Colored MNIST: script = the official script's (NumPy and torch "
+        "seeded once with --seed; restart k continues after restarts 0..k-1, whose draws are "
+        "replayed: same shuffle, flips and initial weights as the script's restart k); "
+        "per-restart = re-seed every restart (data --data-seed+k, model --seed+k) "
+        "(default script)",
+    )
+    group.add_argument(
         "--data-seed",
         type=int,
-        help="seed of the data shuffle and noise draws; restart k uses data-seed+k (default 0)",
+        help="--stream per-restart: seed of the data shuffle and noise draws; restart k uses "
+        "data-seed+k (default 0)",
     )
     group.add_argument(
         "--same-data",
         dest="resample_data",
         action="store_const",
         const=False,
-        help="share one data draw across restarts (default: new data per restart, as the "
-        "Colored MNIST script)",
+        help="--stream per-restart: share one data draw across restarts (default: new data "
+        "per restart, as the Colored MNIST script)",
     )
     group.add_argument(
         "--data-dir",
@@ -139,7 +151,10 @@ def _add_data_arguments(group) -> None:
 
 def _add_model_arguments(group) -> None:
     group.add_argument(
-        "--seed", type=int, help="base seed of the model initialisations (default 0)"
+        "--seed",
+        type=int,
+        help="the script's --seed (--stream script: data and initial weights); with "
+        "--stream per-restart the base seed of the model initialisations (default 0)",
     )
     group.add_argument(
         "--hidden-dims",

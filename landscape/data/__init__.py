@@ -23,6 +23,7 @@ from landscape.data.colored_mnist import (
     colored_mnist,
     colored_mnist_from_arrays,
     colored_mnist_spec,
+    script_initial_weights,
 )
 from landscape.data.domainbed import domainbed_domains, domainbed_domains_from_metadata
 from landscape.data.mnist import MNISTError, default_data_dir, load_mnist
@@ -50,6 +51,7 @@ __all__ = [
     "linear_regression_domains",
     "linear_regression_hessian",
     "load_mnist",
+    "script_initial_weights",
 ]
 
 #: Synthetic constructors by spec name (they need no data folder).
@@ -116,6 +118,9 @@ def build_domains(
         dtype: floating dtype; ``None`` keeps the constructor's default (float32 for Colored
             MNIST, float64 for the synthetic sets).
 
+    A Colored MNIST spec without ``stream`` (written before the script's stream became the
+    default) is rebuilt with the ``"per-restart"`` stream it was drawn from.
+
     Raises:
         ValueError: no or an unknown ``name``, or a key the constructor does not take.
     """
@@ -134,6 +139,7 @@ def build_domains(
                 f"{unknown[0]!r} is not an argument of the 'colored_mnist' data set; use "
                 f"{', '.join(sorted(allowed))}"
             )
+        kwargs.setdefault("stream", "per-restart")  # a spec written before streams existed
         return colored_mnist(data_dir, **kwargs, **extra)
     if name not in SYNTHETIC:
         raise _unknown_name(name)

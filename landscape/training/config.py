@@ -149,12 +149,30 @@ class DataConfig:
     subsample: int | None
     data_seed: int
     resample_data: bool
+    stream: str
     data: dict | None
     train_domains: list[str] | None
     test_domains: list[str] | None
 
     def validate(self) -> None:
         _non_negative_ints(self, ("data_seed",))
+        from landscape.data.colored_mnist import STREAMS
+
+        if self.stream not in STREAMS:
+            raise ValueError(
+                f"unknown data stream {self.stream!r}; choose from {', '.join(STREAMS)}"
+            )
+        if self.data is None and self.stream == "script":
+            if not self.resample_data:
+                raise ValueError(
+                    "the script stream draws new data every restart; share one draw (same "
+                    "data) only with stream 'per-restart' (--stream per-restart)"
+                )
+            if self.data_seed != 0:
+                raise ValueError(
+                    "data_seed belongs to stream 'per-restart'; the script stream draws data "
+                    "and weights from seed (--seed), or choose --stream per-restart"
+                )
         if not _is_number(self.label_noise) or not 0 <= self.label_noise <= 1:
             raise ValueError(f"label_noise must be in [0, 1], got {self.label_noise!r}")
         self.label_noise = float(self.label_noise)
@@ -182,23 +200,40 @@ class DataConfig:
             if both:
                 raise ValueError(f"domain {both[0]!r} is both a training and a test domain")
 
-    def spec(self, restart: int = 0) -> dict[str, Any]:
-        """The data spec of ``restart`` (``data``, or Colored MNIST from the data fields);
-        with ``resample_data`` its seed is shifted by ``restart``."""
+    def spec(
+        self, restart: int = 0, *, seed: int = 0, init_layers: list | None = None
+    ) -> dict[str, Any]:
+        """The data spec of ``restart`` (``data``, or Colored MNIST from the data fields).
+
+        Colored MNIST from the fields: with ``stream="script"``, restart ``restart`` of the
+        script's stream seeded ``seed`` (``init_layers``: the network's linear layers, whose
+        initialisation each earlier restart drew); with ``"per-restart"``, the seed is
+        ``data_seed + restart`` (``data_seed`` alone without ``resample_data``). An explicit
+        ``data`` spec of the script stream moves on by ``restart`` restarts; any other
+        explicit spec has its ``seed`` shifted by ``restart`` (with ``resample_data``).
+        """
         shift = restart if self.resample_data else 0
         if self.data is not None:
             spec = dict(self.data)
-            if shift and "seed" in spec:
+            if spec.get("name") == "colored_mnist" and spec.get("stream") == "script":
+                spec["restart"] = int(spec.get("restart", 0)) + shift
+                if spec.get("init_layers") is None:
+                    spec["init_layers"] = init_layers
+            elif shift and "seed" in spec:
                 spec["seed"] = int(spec["seed"]) + shift
             return spec
         from landscape.data import colored_mnist_spec
 
-        return colored_mnist_spec(
-            label_noise=self.label_noise,
-            color_flip=self.color_flip,
-            subsample=self.subsample,
-            seed=self.data_seed + shift,
-        )
+        fields = {
+            "label_noise": self.label_noise,
+            "color_flip": self.color_flip,
+            "subsample": self.subsample,
+        }
+        if self.stream == "script":
+            return colored_mnist_spec(
+                **fields, seed=seed, stream="script", restart=restart, init_layers=init_layers
+            )
+        return colored_mnist_spec(**fields, seed=self.data_seed + shift, stream="per-restart")
 
     def split(self, names: Sequence[str]) -> tuple[list[str], list[str]]:
         """``(train_domains, test_domains)`` among the data's domain ``names``.
@@ -292,8 +327,10 @@ class TrainConfig:
         anneal_step: first step with ``λ = penalty_weight``; ``anneal_step >= steps`` means
             the penalty weight never switches.
         schedule: ``"script"`` or ``"domainbed"`` (see :mod:`landscape.training.objective`).
-        restarts: independent restarts per algorithm; restart ``k`` uses seed ``seed + k``.
-        seed: base seed of the model initialisations.
+        restarts: restarts per algorithm (see ``stream`` for what restart ``k`` draws).
+        seed: the Colored MNIST script's ``--seed`` (``stream="script"``: restart ``k`` is
+            the script's restart ``k``, data and initial weights); otherwise the base seed of
+            the model initialisations, restart ``k`` seeded ``seed + k``.
         hidden_dims: widths of the MLP's hidden layers.
         distance: Fishr's distance between variances, ``"sum"`` (the script) or ``"mean"``
             (DomainBed).
@@ -301,8 +338,16 @@ class TrainConfig:
             (``None``: none; DomainBed uses 0.95, see
             :class:`landscape.training.penalties.Penalties` for how its scale differs from
             DomainBed's).
-        resample_data: build restart ``k``'s data with seed ``data_seed + k`` (as the script
-            does) instead of sharing one data draw across restarts.
+        stream: the random stream of Colored MNIST built from the data fields:
+            ``"script"`` (the official script's: NumPy and torch seeded once with ``seed``,
+            restart ``k`` continuing where restart ``k - 1`` left them, so restart ``k``
+            replays the draws of restarts ``0 .. k-1``; data and initial weights) or
+            ``"per-restart"`` (every restart seeded anew: data ``data_seed + k``, model
+            ``seed + k``). See :mod:`landscape.data.colored_mnist`. Other data are always
+            seeded per restart.
+        resample_data: ``"per-restart"`` stream (and other data): build restart ``k``'s
+            data with seed ``data_seed + k`` instead of sharing one data draw across restarts
+            (the script stream always draws new data).
         label_noise, color_flip, subsample, data_seed: the Colored MNIST data spec (see
             :func:`landscape.data.colored_mnist`; ``color_flip`` is ``{domain: probability}``
             and is stored resolved); ignored when ``data`` is given.
@@ -338,6 +383,7 @@ class TrainConfig:
     subsample: int | None = None
     data_seed: int = 0
     resample_data: bool = True
+    stream: str = "script"
     data: dict | None = None
     train_domains: list[str] | None = None
     test_domains: list[str] | None = None
@@ -363,6 +409,13 @@ class TrainConfig:
         for part in parts:
             for f in dataclasses.fields(part):
                 setattr(self, f.name, getattr(part, f.name))
+        if self.data is not None and self.uses_script_stream():
+            layers = self.data_spec()["init_layers"]
+            if layers is not None and layers != self.linear_layers():
+                raise ValueError(
+                    f"the data spec's init_layers {layers} are not the network's linear layers "
+                    f"{self.linear_layers()}; drop init_layers from the spec or match hidden_dims"
+                )
 
     @property
     def protocol(self) -> ProtocolConfig:
@@ -399,7 +452,21 @@ class TrainConfig:
 
     def data_spec(self, restart: int = 0) -> dict[str, Any]:
         """The data spec of ``restart`` (see :meth:`DataConfig.spec`)."""
-        return self.dataset.spec(restart)
+        return self.dataset.spec(restart, seed=self.seed, init_layers=self.linear_layers())
+
+    def linear_layers(self) -> list[list[int]]:
+        """``[[in, out], ...]`` of the MLP's linear layers on Colored MNIST (inputs
+        2·14·14; one logit, two for ``loss="ce"``): the layers whose initialisation the
+        script's stream draws."""
+        widths = [2 * 14 * 14, *self.hidden_dims, 2 if self.loss == "ce" else 1]
+        return [[a, b] for a, b in zip(widths[:-1], widths[1:], strict=True)]
+
+    def uses_script_stream(self) -> bool:
+        """Whether restart ``k``'s initial weights come from the Colored MNIST script's
+        stream (see ``stream``): Colored MNIST of the ``"script"`` stream."""
+        if self.data is None:
+            return self.stream == "script"
+        return self.data.get("name") == "colored_mnist" and self.data.get("stream") == "script"
 
     def penalty_weight_at(self, algorithm: str, step: int) -> float:
         """``λ_t`` (see :meth:`ProtocolConfig.penalty_weight_at`)."""

@@ -1,17 +1,22 @@
 """Train every (algorithm, restart) of a config into a run folder, resuming what it holds.
 
-Restart ``k`` initialises its model with seed ``seed + k`` and, by default
-(``resample_data=True``), builds its data with seed ``data_seed + k``: the Colored MNIST
-script draws the shuffle and the label / colour noise anew at every restart, so the spread
-over restarts holds data variance as well as initialisation variance, and so does ours.
-Every algorithm sees the same data at the same restart index (paired comparisons). With
-``resample_data=False`` all restarts share the data of ``data_seed``. Both seeds are
-recorded in every checkpoint.
+On Colored MNIST (default ``stream="script"``), restart ``k`` *is* restart ``k`` of the
+official script run with ``--seed seed``: its data and initial weights come from the
+script's random stream, reached by replaying the draws of restarts ``0 .. k-1`` (no
+training; :mod:`landscape.data.colored_mnist`). With ``stream="per-restart"`` (and on other
+data), restart ``k`` initialises its model with seed ``seed + k`` and, by default
+(``resample_data=True``), builds its data with seed ``data_seed + k``; with
+``resample_data=False`` all restarts share the data of ``data_seed``. Either way the data
+change from restart to restart, as in the script, so the spread over restarts holds data
+variance as well as initialisation variance; every algorithm sees the same data and initial
+weights at the same restart index (paired comparisons). Checkpoints record the data spec and
+the seed.
 
 Checkpoint ``step_t`` holds ``θ_t`` (after ``t`` updates; ``step_00000`` is the
-initialisation) and its metadata carries the history row's accuracies. The results table
-uses the final row (the Colored MNIST script reports the forward pass of its last update
-instead, one Adam step earlier). The folder layout is :class:`landscape.runs.RunFolder`'s.
+initialisation) and its metadata carries the history row's accuracies. The results hold two
+numbers per restart (:class:`RunResults`): the final weights' row and the forward pass of
+the last update, one Adam step earlier, which is the number the Colored MNIST script
+reports. The folder layout is :class:`landscape.runs.RunFolder`'s.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from landscape.domains import check_domains, concat
 from landscape.io import atomic_write
 from landscape.runs import RunFolder
 from landscape.training.config import TrainConfig
-from landscape.training.history import write_history
+from landscape.training.history import read_history, write_history
 from landscape.training.results import RunResults
 from landscape.training.trainer import Trainer
 
@@ -60,17 +65,19 @@ def full_batches(domains: Mapping[str, Any], device, dtype) -> dict[str, tuple[T
 
 @dataclass
 class RestartData:
-    """The data of one restart: its spec, full batches and domain split."""
+    """What one restart draws: its data spec, full batches and domain split, and, on the
+    Colored MNIST script's stream, its initial weights (``None``: seeded by the trainer)."""
 
     restart: int
     spec: dict
     batches: dict[str, tuple[Tensor, Tensor]]
     train_domains: list[str]
     test_domains: list[str]
+    initial_weights: list[tuple[Tensor, Tensor]] | None = None
 
     @classmethod
     def build(cls, config: TrainConfig, restart: int, data_dir, device) -> RestartData:
-        from landscape.data import build_domains
+        from landscape.data import build_domains, script_initial_weights
 
         spec = config.data_spec(restart)
         dtype = config.torch_dtype
@@ -78,7 +85,8 @@ class RestartData:
         train_domains, test_domains = config.dataset.split(list(domains))
         names = train_domains + test_domains
         batches = full_batches({d: domains[d] for d in names}, device, dtype)
-        return cls(restart, spec, batches, train_domains, test_domains)
+        weights = script_initial_weights(spec) if config.uses_script_stream() else None
+        return cls(restart, spec, batches, train_domains, test_domains, weights)
 
 
 def train(
@@ -176,6 +184,7 @@ def _train_all(config, folder, data, data_dir, device, *, progress, resume, call
     total = len(config.algorithms) * config.restarts * config.steps
     done = _steps_done(config, folder) if resume else 0
     final_rows: dict[str, list[dict[str, float]]] = {}
+    last_rows: dict[str, list[dict[str, float]]] = {}  # the script's number: the last update's
     seeds: dict[str, list[int]] = {}
     train_domains, test_domains = data.train_domains, data.test_domains
     # one bar for the whole job (every algorithm and restart): its remaining time is the
@@ -184,7 +193,7 @@ def _train_all(config, folder, data, data_dir, device, *, progress, resume, call
     with tqdm(total=total, initial=done, disable=not progress, unit="step",
               dynamic_ncols=True) as bar:  # fmt: skip
         for a, algo in enumerate(config.algorithms):
-            final_rows[algo], seeds[algo] = [], []
+            final_rows[algo], last_rows[algo], seeds[algo] = [], [], []
             for k in range(config.restarts):
                 bar.set_description(f"{algo} ({a + 1}/{len(config.algorithms)}), "
                                     f"restart {k + 1}/{config.restarts}")  # fmt: skip
@@ -193,10 +202,10 @@ def _train_all(config, folder, data, data_dir, device, *, progress, resume, call
                 row = _train_one(config, algo, k, data, train_domains, test_domains, folder,
                                  resume=resume, bar=bar, callback=callback)  # fmt: skip
                 final_rows[algo].append(row)
-                seeds[algo].append(config.seed + k)
-    return RunResults.from_final(
-        config, train_domains, test_domains, final_rows, seeds, out_dir=str(folder.root)
-    )
+                last_rows[algo].append(read_history(folder.history_path(algo, k))[-2])
+                seeds[algo].append(config.seed + (0 if data.initial_weights is not None else k))
+    return RunResults.from_final(config, train_domains, test_domains, final_rows, seeds,
+                                 out_dir=str(folder.root), last_update_rows=last_rows)  # fmt: skip
 
 
 def _steps_done(config: TrainConfig, folder: RunFolder) -> int:
@@ -229,7 +238,8 @@ def _train_one(
         shutil.rmtree(folder.checkpoint_dir(algo, k), ignore_errors=True)
         for path in (state_file, folder.history_path(algo, k)):
             path.unlink(missing_ok=True)
-    trainer = Trainer(config, algo, k, data.batches, train_domains, test_domains)
+    trainer = Trainer(config, algo, k, data.batches, train_domains, test_domains,
+                      initial_weights=data.initial_weights)  # fmt: skip
     if meta is not None:
         trainer.load_state(tensors, meta)
 

@@ -39,8 +39,32 @@ def model_spec(config: TrainConfig, batches: Mapping[str, tuple[Tensor, Tensor]]
     }
 
 
+def load_linear_weights(model: torch.nn.Module, weights: Sequence[tuple[Tensor, Tensor]]) -> None:
+    """Copy ``weights`` ``[(weight [out, in], bias [out]), ...]`` into the ``nn.Linear``
+    layers of ``model``, in module order (one pair per layer).
+
+    Raises:
+        ValueError: another number of layers or another shape (the message names both).
+    """
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    have = [list(m.weight.shape[::-1]) for m in linears]
+    given = [list(w.shape[::-1]) for w, _ in weights]
+    if have != given or any(
+        b.shape != m.bias.shape for (_, b), m in zip(weights, linears, strict=True)
+    ):
+        raise ValueError(
+            f"the initial weights are for linear layers [in, out] {given}, the model has "
+            f"{have}; draw them for this model's hidden_dims"
+        )
+    with torch.no_grad():
+        for linear, (weight, bias) in zip(linears, weights, strict=True):
+            linear.weight.copy_(weight)
+            linear.bias.copy_(bias)
+
+
 class Trainer:
-    """One training run: one algorithm, one restart (seed ``config.seed + restart``).
+    """One training run: one algorithm, one restart (seed ``config.seed + restart``, unless
+    ``initial_weights`` are given).
 
     Args:
         config: the run's settings.
@@ -49,9 +73,10 @@ class Trainer:
         batches: ``{domain: (X, y)}`` full batches already on the training device and dtype,
             covering ``train_domains`` and ``test_domains``.
         train_domains, test_domains: domain names (order kept).
-        initial_state: initial weights (a state dict) replacing the seeded initialisation
-            (the Colored MNIST script's stream draws them; see
-            :func:`landscape.data.script_initial_weights`).
+        initial_weights: ``[(weight, bias), ...]`` of the model's ``nn.Linear`` layers in
+            order, replacing the seeded initialisation: the Colored MNIST script's stream
+            draws them (:func:`landscape.data.script_initial_weights`); ``trainer.seed`` is
+            then ``config.seed``, the stream's seed.
 
     ``trainer.step`` is the number of updates done; :meth:`train_step` does one more and
     returns its history row; :meth:`evaluate` measures the current weights without updating.
@@ -65,7 +90,7 @@ class Trainer:
         batches: Mapping[str, tuple[Tensor, Tensor]],
         train_domains: Sequence[str],
         test_domains: Sequence[str],
-        initial_state: Mapping[str, Tensor] | None = None,
+        initial_weights: Sequence[tuple[Tensor, Tensor]] | None = None,
     ):
         try:
             check_algorithm(algorithm)
@@ -74,7 +99,7 @@ class Trainer:
         self.config = config
         self.algorithm = algorithm
         self.restart = int(restart)
-        self.seed = config.seed + self.restart
+        self.seed = config.seed + (0 if initial_weights is not None else self.restart)
         self.train_domains = list(train_domains)
         self.test_domains = list(test_domains)
         self.train_batches, self.test_batches = split_batches(
@@ -87,8 +112,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             model = build_model(self.model_spec)
-        if initial_state is not None:
-            model.load_state_dict(initial_state)
+        if initial_weights is not None:
+            load_linear_weights(model, initial_weights)
         self.model = model.to(device=X0.device, dtype=X0.dtype).train()
         self.loss_func = build_loss(config.loss)
         self.penalties = Penalties(

@@ -54,11 +54,29 @@ def index_of(X):
     return (pixels[:, 0, 0] - 1) + 251 * (pixels[:, 0, 1] - 1)
 
 
-def reference_colored_mnist(images, digits, n_train, seed, label_noise=0.25, e=None):
+def reference_draws(stream, seed, n_train):
+    """``(perm, rand)`` of restart 0 of ``stream``, from the documented calls: the script's
+    global ``np.random.seed`` + ``np.random.shuffle`` and ``torch.manual_seed`` +
+    ``torch.rand`` (global states restored afterwards), or one seeded generator."""
+    if stream == "per-restart":
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(n_train, generator=g).numpy()
+        return perm, lambda n: torch.rand(n, generator=g).numpy()
+    saved = np.random.get_state()  # noqa: NPY002 (the script's global stream)
+    np.random.seed(seed)  # noqa: NPY002 (the script's global stream)
+    perm = np.arange(n_train)
+    np.random.shuffle(perm)  # noqa: NPY002 (the script's global stream)
+    np.random.set_state(saved)  # noqa: NPY002 (the script's global stream)
+    g = torch.Generator().manual_seed(seed)  # the global CPU generator after manual_seed
+    return perm, lambda n: torch.rand(n, generator=g).numpy()
+
+
+def reference_colored_mnist(
+    images, digits, n_train, seed, label_noise=0.25, e=None, stream="per-restart"
+):
     """Brute force: one image at a time, following the documented order of draws."""
     e = e or {"+80%": 0.2, "+90%": 0.1, "-90%": 0.9, "gray": 0.9}
-    g = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(n_train, generator=g).numpy()
+    perm, rand = reference_draws(stream, seed, n_train)
     shuffled = [perm[0::2], perm[1::2]]
     indices = {
         "+80%": shuffled[0],
@@ -69,8 +87,8 @@ def reference_colored_mnist(images, digits, n_train, seed, label_noise=0.25, e=N
     out = {}
     for name in DOMAINS:
         idx = indices[name]
-        u_label = torch.rand(len(idx), generator=g).numpy()
-        u_color = torch.rand(len(idx), generator=g).numpy()
+        u_label = rand(len(idx))
+        u_color = rand(len(idx))
         X = np.zeros((len(idx), 2, 14, 14))
         y = np.zeros((len(idx), 1))
         for k, i in enumerate(idx):
@@ -90,11 +108,14 @@ def reference_colored_mnist(images, digits, n_train, seed, label_noise=0.25, e=N
 # ----------------------------------------------------------------------------- protocol
 
 
+@pytest.mark.parametrize("stream", ["script", "per-restart"])
 @pytest.mark.parametrize("seed", [0, 3])
-def test_protocol_matches_brute_force_reference(seed):
+def test_protocol_matches_brute_force_reference(seed, stream):
     images, digits = fake_digits(120)
-    domains = colored_mnist_from_arrays(images, digits, n_train=100, seed=seed, dtype=torch.float64)
-    reference = reference_colored_mnist(images, digits, 100, seed)
+    domains = colored_mnist_from_arrays(
+        images, digits, n_train=100, seed=seed, dtype=torch.float64, stream=stream
+    )
+    reference = reference_colored_mnist(images, digits, 100, seed, stream=stream)
     assert list(domains) == list(DOMAINS)
     for name in DOMAINS:
         [(X, y)] = domains[name]
@@ -160,10 +181,11 @@ def test_make_environment_zeroes_channel_one_minus_colour():
     assert torch.equal(colors, expected_y ^ (u_color < 0.5).long())
 
 
-def test_even_odd_split_and_shuffle_keep_images_with_their_labels():
+@pytest.mark.parametrize("stream", ["script", "per-restart"])
+def test_even_odd_split_and_shuffle_keep_images_with_their_labels(stream):
     images, digits = fake_digits(120)
-    domains = colored_mnist_from_arrays(images, digits, n_train=100, label_noise=0.0)
-    perm = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    domains = colored_mnist_from_arrays(images, digits, n_train=100, label_noise=0.0, stream=stream)
+    perm = torch.as_tensor(reference_draws(stream, 0, 100)[0])
     got = {name: index_of(domains[name][0][0]) for name in DOMAINS}
     assert torch.equal(got["+80%"], perm[0::2])
     assert torch.equal(got["+90%"], perm[1::2])
@@ -175,11 +197,14 @@ def test_even_odd_split_and_shuffle_keep_images_with_their_labels():
         assert torch.equal(y, torch.as_tensor(digits[got[name].numpy()] < 5).long()), name
 
 
-def test_determinism_and_seed_dependence():
+@pytest.mark.parametrize("stream", ["script", "per-restart"])
+@pytest.mark.parametrize("other", [{"seed": 6}, {"restart": 1}])
+def test_determinism_and_seed_and_restart_dependence(stream, other):
     images, digits = fake_digits(120)
-    a = colored_mnist_from_arrays(images, digits, n_train=100, seed=5)
-    b = colored_mnist_from_arrays(images, digits, n_train=100, seed=5)
-    c = colored_mnist_from_arrays(images, digits, n_train=100, seed=6)
+    kwargs = {"n_train": 100, "seed": 5, "stream": stream}
+    a = colored_mnist_from_arrays(images, digits, **kwargs)
+    b = colored_mnist_from_arrays(images, digits, **kwargs)
+    c = colored_mnist_from_arrays(images, digits, **{**kwargs, **other})
     for name in DOMAINS:
         assert torch.equal(a[name][0][0], b[name][0][0]) and torch.equal(
             a[name][0][1], b[name][0][1]
@@ -277,6 +302,12 @@ def test_subsample_is_a_prefix_and_batches_tile_the_domain():
         ({"subsample": 2.5}, TypeError, "subsample must be a positive integer"),
         ({"batch_size": 0}, ValueError, "batch_size must be a positive integer"),
         ({"seed": 1.5}, TypeError, "seed must be an integer"),
+        ({"stream": "numpy"}, ValueError, "unknown data stream 'numpy'; choose from script, per-"),
+        ({"restart": -1}, ValueError, "restart must be an integer >= 0, got -1"),
+        ({"restart": 1.0}, TypeError, "restart must be an integer"),
+        ({"stream": "per-restart", "init_layers": [[392, 1]]}, ValueError, "init_layers belongs"),
+        ({"init_layers": [[392, 0]]}, ValueError, r"init_layers must be a list of \[in, out\]"),
+        ({"init_layers": "392"}, ValueError, "init_layers must be a list"),
         ({"dtype": torch.int64}, TypeError, "dtype must be a floating torch dtype"),
         ({"n_train": 130}, ValueError, r"n_train must be in \(0, 130\)"),
     ],
@@ -326,6 +357,9 @@ def test_colored_mnist_spec_is_complete_and_json():
         "subsample": 10,
         "seed": 4,
         "batch_size": None,
+        "stream": "script",
+        "restart": 0,
+        "init_layers": [[392, 390], [390, 390], [390, 1]],
     }
     assert json.loads(json.dumps(spec)) == spec
     assert data_spec("colored_mnist", seed=4, subsample=10) == colored_mnist_spec(
@@ -356,9 +390,13 @@ def fake_cache(tmp_path, monkeypatch):
     return tmp_path, images, labels
 
 
-def test_build_domains_rebuilds_colored_mnist_from_its_spec(fake_cache):
+@pytest.mark.parametrize(
+    "stream", [{"restart": 1}, {"stream": "per-restart", "restart": 1}], ids=["script", "per"]
+)
+def test_build_domains_rebuilds_colored_mnist_from_its_spec(fake_cache, stream):
     folder, images, labels = fake_cache
     kwargs = {"subsample": 300, "seed": 7, "color_flip": {"+80%": 0.3}, "batch_size": 128}
+    kwargs.update(stream)
     direct = colored_mnist(folder, **kwargs)
     spec = json.loads(json.dumps(colored_mnist_spec(**kwargs)))
     rebuilt = build_domains(spec, data_dir=folder)
@@ -370,6 +408,20 @@ def test_build_domains_rebuilds_colored_mnist_from_its_spec(fake_cache):
             assert torch.equal(a[0], c[0]) and torch.equal(a[1], c[1])
     as64 = build_domains(spec, data_dir=folder, dtype=torch.float64)
     assert as64["gray"][0][0].dtype == torch.float64
+
+
+def test_a_spec_from_before_streams_is_rebuilt_per_restart(fake_cache):
+    """A checkpoint's spec without ``stream`` was drawn by the per-restart stream."""
+    folder, _, _ = fake_cache
+    old = {"name": "colored_mnist", "label_noise": 0.25, "color_flip": None, "subsample": 50,
+           "seed": 3, "batch_size": None}  # fmt: skip
+    rebuilt = build_domains(old, data_dir=folder)
+    per_restart = colored_mnist(folder, subsample=50, seed=3, stream="per-restart")
+    script = colored_mnist(folder, subsample=50, seed=3)
+    for name in DOMAINS:
+        assert torch.equal(rebuilt[name][0][0], per_restart[name][0][0])
+        assert torch.equal(rebuilt[name][0][1], per_restart[name][0][1])
+    assert not torch.equal(rebuilt["+80%"][0][0], script["+80%"][0][0])
 
 
 def test_build_domains_errors():

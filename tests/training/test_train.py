@@ -125,10 +125,41 @@ def test_config_unknown_key_and_colored_mnist_fields():
         TrainConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="unknown Colored MNIST domain 'x'"):
         TrainConfig(color_flip={"x": 0.1})
-    c = TrainConfig(color_flip={"+80%": 0.3}, subsample=100, data_seed=4)
+    c = TrainConfig(color_flip={"+80%": 0.3}, subsample=100, data_seed=4, stream="per-restart")
     spec = c.data_spec()
     assert spec["color_flip"]["+80%"] == 0.3 and spec["color_flip"]["+90%"] == 0.1
-    assert (spec["subsample"], spec["seed"]) == (100, 4)
+    assert (spec["subsample"], spec["seed"], spec["stream"]) == (100, 4, "per-restart")
+    assert c.data_spec(2)["seed"] == 6 and not c.uses_script_stream()
+
+
+def test_config_script_stream_is_the_default_and_seeded_by_seed():
+    c = TrainConfig(seed=3, hidden_dims=[16], loss="ce")
+    assert c.stream == "script" and c.uses_script_stream()
+    spec = c.data_spec(2)
+    assert (spec["stream"], spec["seed"], spec["restart"]) == ("script", 3, 2)
+    assert spec["init_layers"] == c.linear_layers() == [[392, 16], [16, 2]]
+    assert TrainConfig().linear_layers() == [[392, 390], [390, 390], [390, 1]]
+    # an explicit Colored MNIST spec of the script stream moves on by restarts, not seeds
+    explicit = TrainConfig(data=dict(spec, init_layers=None), hidden_dims=[16], loss="ce")
+    assert explicit.uses_script_stream()
+    assert explicit.data_spec(1)["restart"] == 3 and explicit.data_spec(1)["seed"] == 3
+    assert explicit.data_spec(1)["init_layers"] == [[392, 16], [16, 2]]
+    assert not tiny_config().uses_script_stream()  # synthetic data: seeded per restart
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"stream": "numpy"}, "unknown data stream 'numpy'; choose from script, per-restart"),
+        ({"data_seed": 1}, "data_seed belongs to stream 'per-restart'"),
+        ({"resample_data": False}, "the script stream draws new data every restart"),
+        ({"data": {"name": "colored_mnist", "stream": "script", "init_layers": [[392, 1]]}},
+         "the data spec's init_layers [[392, 1]] are not the network's linear layers"),
+    ],
+)  # fmt: skip
+def test_config_script_stream_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        TrainConfig(**kwargs)
 
 
 def test_anneal_after_the_end_is_allowed_and_never_switches():
