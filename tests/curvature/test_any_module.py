@@ -11,9 +11,12 @@ a method that cannot handle the model answers one line naming the layer and what
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from landscape import curvature as C
@@ -227,3 +230,79 @@ def test_an_impossible_explicit_backend_answers_one_line(monkeypatch):
     auto = C.hessian_diagonal(model, loss_func, domains, params, num_probes=4)
     assert auto.settings["method"] == "hutchinson" and auto.settings["exact"] is False
     assert auto.standard_error["d0"].shape == auto.diagonal["d0"].shape
+
+
+class SharedLayer(nn.Module):
+    """One Linear run twice per forward (weight sharing): BackPACK keeps one call's inputs,
+    so its per-sample and second-order quantities would miss the other; refused, and the
+    defaults fall back to exact methods."""
+
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Linear(4, 4)
+        self.classifier = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.classifier(torch.tanh(self.shared(torch.tanh(self.shared(x)))))
+
+
+def test_module_run_twice_is_refused_by_backpack_and_handled_by_default():
+    torch.manual_seed(0)
+    model = SharedLayer().double().eval()
+    loss_func = nn.CrossEntropyLoss()
+    X, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    domains = {"a": [(X[:5], y[:5]), (X[5:], y[5:])]}
+    with pytest.raises(ValueError, match=r"Linear \(shared\) ran 2 times; use method='per_s") as e:
+        C.gradient_variance(model, loss_func, domains, method="backpack")
+    assert "\n" not in str(e.value)
+    gv = C.gradient_variance(model, loss_func, domains)
+    assert gv.settings["method"] == "per_sample"
+    close(gv.variance["a"], ref.gradient_variance(model, loss_func, domains["a"]).numpy())
+    for method, dense in (("exact", ref.dense_hessian), ("ggn", ref.dense_ggn)):
+        diag = C.hessian_diagonal(model, loss_func, domains, method=method)
+        assert diag.settings["backend"] != "backpack" and diag.settings["exact"]
+        close(diag.diagonal["a"], torch.diagonal(dense(model, loss_func, domains["a"])).numpy())
+
+
+class PerPosition(nn.Module):
+    """Cross-entropy over positions: logits ``[N, C, L]``, targets ``[N, L]`` (the loss
+    Hessian's factor then comes from its eigendecomposition, not a closed form)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_ggn_diagonal_of_a_per_position_loss():
+    torch.manual_seed(0)
+    model = PerPosition().double().eval()
+    X, y = torch.randn(10, 2, 5, dtype=torch.float64), torch.randint(0, 3, (10, 5))
+    domains = {"a": [(X[:4], y[:4]), (X[4:], y[4:])]}
+    loss_func = nn.CrossEntropyLoss()
+    diag = C.hessian_diagonal(model, loss_func, domains, method="ggn")
+    assert diag.settings["exact"]
+    close(diag.diagonal["a"], torch.diagonal(ref.dense_ggn(model, loss_func, domains["a"])))
+
+
+def test_defaults_in_float32_on_every_device(device):
+    """The defaults on a float32 copy of the GroupNorm CNN (on CUDA too, where present) agree
+    with the float64 reference to float32 accuracy."""
+    case = CONV_CASES[0]
+    if case.id not in _REFERENCES:
+        _REFERENCES[case.id] = Reference(case)
+    r = _REFERENCES[case.id]
+    model, loss_func, params = copy.deepcopy(r.model).float().to(device), r.loss, r.params
+    cast = {n: [(X.float().to(device), y.to(device)) for X, y in d] for n, d in r.domains.items()}
+    domains = {"d0": cast["d0"], "d1": minibatched(cast)["d1"]}  # a DataLoader too
+    gv = C.gradient_variance(model, loss_func, domains, params)
+    ggn = C.hessian_diagonal(model, loss_func, domains, params, method="ggn")
+    eig = C.top_eigenpairs(model, loss_func, domains, params, curvature="ggn")
+    for name in r.domains:
+        close(gv.variance[name], r.var[name], rtol=1e-4, atol=1e-5 * scale(r.var[name]))
+        G = torch.diagonal(r.G[name]).numpy()
+        close(ggn.diagonal[name], G, rtol=1e-4, atol=1e-5 * scale(G))
+        top = ref.eigenpairs(r.G[name], k=1)[0].numpy()
+        close(eig.largest_eigenvalues[name], top, rtol=1e-4)
