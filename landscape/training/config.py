@@ -34,6 +34,11 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 #: (more algorithms or restarts) or say where it runs, but change no finished number.
 RESUME_FREE_KEYS = ("algorithms", "restarts", "device", "state_every")
 
+#: Keys added after runs were first written, with the value that reproduces those runs: a
+#: stored config without the key is read with it (a run folder from before the script's
+#: stream was re-seeded per restart).
+LEGACY_VALUES = {"stream": "per-restart"}
+
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
@@ -479,8 +484,10 @@ class TrainConfig:
     def differing_keys(self, stored: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
         """Every key (sorted) where ``stored`` (a ``config.json`` or a saved state's config)
         differs from this config in a way that changes finished numbers
-        (:data:`RESUME_FREE_KEYS` may differ), as ``(key, stored value, current value)``."""
+        (:data:`RESUME_FREE_KEYS` may differ), as ``(key, stored value, current value)``. A
+        key of :data:`LEGACY_VALUES` missing from ``stored`` has its legacy value."""
         current = self.to_dict()
+        stored = {**LEGACY_VALUES, **stored}
         found = []
         for key in sorted(set(stored) | set(current)):
             if key in RESUME_FREE_KEYS:

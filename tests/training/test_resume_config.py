@@ -44,3 +44,13 @@ def test_checkpoint_of_another_config_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"step_00001\.safetensors was written with another "
                        r"configuration \(seed: saved 9, now 0\)"):  # fmt: skip
         train(config, tmp_path, progress=False)
+
+
+def test_a_config_from_before_streams_resumes_as_per_restart():
+    """A config.json written before `stream` existed was re-seeded per restart (issue 11)."""
+    from landscape.training import TrainConfig
+
+    old = TrainConfig(stream="per-restart").to_dict()
+    del old["stream"]
+    assert TrainConfig(stream="per-restart").differing_keys(old) == []
+    assert TrainConfig().describe_differences(old) == ("stream: saved 'per-restart', now 'script'")
