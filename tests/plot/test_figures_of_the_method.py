@@ -112,3 +112,64 @@ def test_variance_hessian_figure_draws_each_parameter_and_the_cosine():
         cosine = v @ h / np.linalg.norm(v) / np.linalg.norm(h)  # brute force
         assert text.get_text() == f"{domain}: cos = {cosine:.3f}"
     assert_publishable(fig)
+
+
+@pytest.fixture(scope="module")
+def patchwork_examples():
+    from landscape.plot.patchwork import patchwork_example
+
+    return {kind: patchwork_example(kind, epsilon=0.1) for kind in ("patchwork", "consistent")}
+
+
+def test_patchwork_example_against_closed_forms_and_brute_force(patchwork_examples):
+    from landscape.plot.patchwork import risk_grid, two_domain_regression
+
+    for kind, ex in patchwork_examples.items():
+        model, domains = two_domain_regression(kind)
+        theta = ex.theta_star
+        # θ* minimises the average risk: the average gradient vanishes
+        grads = [2 * X.numpy().T @ (X.numpy() @ theta - y.numpy().ravel()) / len(X)
+                 for [(X, y)] in domains.values()]  # fmt: skip
+        np.testing.assert_allclose(sum(grads), 0.0, atol=1e-12)
+        # the quadratic score: R_B − R_A + ε λ_max(H_A⁻¹ H_B), H_e = 2 XᵀX / n
+        H = {d: 2 * X.numpy().T @ X.numpy() / len(X) for d, [(X, _)] in domains.items()}
+        lam = np.linalg.eigvals(np.linalg.solve(H["A"], H["B"])).real.max()
+        expected = ex.risks["B"] - ex.risks["A"] + 0.1 * lam
+        assert ex.score == pytest.approx(expected, rel=1e-8)
+        # the line check's point: R_A has moved by ε there, and R_B − R_A(θ*) is its value
+        at = risk_grid(domains, [ex.line_point[0]], [ex.line_point[1]])
+        assert abs(at["A"][0, 0] - ex.risks["A"]) == pytest.approx(0.1, rel=1e-4)
+        assert at["B"][0, 0] - ex.risks["A"] == pytest.approx(ex.line_value, rel=1e-8)
+        # the ascent on the true losses against a brute-force maximum: R_B is convex, so its
+        # maximum on the ellipse {R_A <= R_A(θ*) + ε} lies on the boundary, sampled densely
+        X, y = (t.numpy() for t in domains["A"][0])
+        S = X.T @ X / len(X)
+        centre = np.linalg.solve(S, X.T @ y.ravel() / len(X))
+        floor = float(((X @ centre - y.ravel()) ** 2).mean())
+        angles = np.linspace(0, 2 * np.pi, 20000, endpoint=False)
+        circle = np.stack([np.cos(angles), np.sin(angles)])
+        radius = np.sqrt(ex.risks["A"] + 0.1 - floor)
+        boundary = centre[:, None] + radius * np.linalg.solve(np.linalg.cholesky(S).T, circle)
+        on = {d: ((X.numpy() @ boundary - y.numpy()) ** 2).mean(0)
+              for d, [(X, y)] in domains.items()}  # fmt: skip
+        assert on["A"] == pytest.approx(ex.risks["A"] + 0.1, rel=1e-9)
+        brute = on["B"].max() - ex.risks["A"]
+        assert ex.search_value == pytest.approx(brute, rel=1e-3)
+    # the picture's message: the patchwork is far more inconsistent than the consistent one
+    assert patchwork_examples["patchwork"].search_value > 20 * patchwork_examples[
+        "consistent"].search_value  # fmt: skip
+
+
+def test_patchwork_figure(patchwork_examples, tmp_path):
+    from landscape.plot.patchwork import PatchworkExample, plot_patchwork
+
+    patchwork_examples["consistent"].save(tmp_path / "c")
+    loaded = {**patchwork_examples, "consistent": PatchworkExample.load(tmp_path / "c")}
+    fig, axes = plot_patchwork(loaded)
+    for ax, ex in zip(axes[0], loaded.values(), strict=True):
+        assert f"{ex.score:.3g}" in ax.get_title() and f"{ex.search_value:.3g}" in ax.get_title()
+        star, diamond = [line for line in ax.get_lines() if line.get_marker() in ("*", "D")]
+        np.testing.assert_allclose(star.get_xydata()[0], ex.theta_star)
+        np.testing.assert_allclose(diamond.get_xydata()[0], ex.line_point)
+        assert ax.get_aspect() == 1.0
+    assert_publishable(fig)
