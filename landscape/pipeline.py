@@ -185,6 +185,17 @@ class _Analysis:
                 self.log(f"[analyse] {algo}: per-sample gradients of the head")
                 gradient_cloud(model, self.loss, pick_domains(self.small, pair), pair).save(stem)
 
+    def examples(self) -> None:
+        """Parascandolo et al.'s Figure 1 for I^ε (a patchwork and a consistent minimum of a
+        two-parameter model, ε = 0.1: :mod:`landscape.plot.patchwork`); independent of the run."""
+        from landscape.plot.patchwork import patchwork_example
+
+        for kind in ("patchwork", "consistent"):
+            stem = self.out.root / f"example_{kind}"
+            if not self.out.done(stem):
+                self.log(f"[analyse] I^eps of the {kind} two-parameter example")
+                patchwork_example(kind, epsilon=0.1).save(stem)
+
     def direction_surfaces(self) -> None:
         """Surfaces on the plane of each model's head inconsistency direction."""
         from landscape.domains import pick_domains
@@ -251,6 +262,7 @@ def analyse_run(
     job.plane_surface()
     job.direction_surfaces()
     job.head_figures_data()
+    job.examples()
     return out.root
 
 
@@ -322,6 +334,12 @@ def _run_figures(run: RunFolder, analysis: AnalysisFolder):
         train = [d for d in res.domains if not d.startswith("-")][:2] or res.domains[:2]
         yield "surface_plane", "full", plot_surface(res, domains=train)[0]
     yield from _head_figures(analysis)
+    stems = {k: analysis.root / f"example_{k}" for k in ("patchwork", "consistent")}
+    if all(analysis.done(stem) for stem in stems.values()):
+        from landscape.plot.patchwork import PatchworkExample, plot_patchwork
+
+        examples = {k: PatchworkExample.load(stem) for k, stem in stems.items()}
+        yield "inconsistency_example", "full", plot_patchwork(examples)[0]
     surfaces = {}
     for stem in analysis.surfaces():
         if stem != analysis.surface_plane:
