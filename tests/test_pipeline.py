@@ -39,6 +39,8 @@ ANALYSIS_FILES = [
     "gradients_head_erm",
     "premise_head_fishr",
     "gradients_head_fishr",
+    "example_patchwork",
+    "example_consistent",
 ]
 FIGURES = [
     f"{stem}.{fmt}"
@@ -53,6 +55,7 @@ FIGURES = [
         "surface_inconsistency",
         "variance_vs_hessian_head",
         "gradient_clouds_head",
+        "inconsistency_example",
     ]
     for fmt in ("png", "pdf")
 ]
