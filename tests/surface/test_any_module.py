@@ -116,3 +116,20 @@ def test_first_layer_shortcut_on_a_conv_net_is_one_line():
         surface(model, loss, domains, dirs, first_layer=True)
     message = str(err.value)
     assert "\n" not in message and "first_layer='auto' or False" in message
+
+
+@pytest.mark.parametrize("case_id", ["groupnorm-ce-head", "batchnorm-ce-all"])
+def test_inconsistency_plane_of_a_conv_net_passes_through_the_maximiser(case_id):
+    """Directions from I^eps of a conv net: the surface at (alpha, beta) = (1, 0) is every
+    domain's true risk at theta* + the score's maximiser."""
+    from landscape.inconsistency import DisplacedRisk, inconsistency_score
+    from landscape.surface.directions import inconsistency_directions
+
+    model, loss, domains, params = CASES[case_id].build(n=8)
+    res = inconsistency_score(model, loss, domains, 1e-2, params, remedy="top-k", k=3,
+                              check=False, progress=False)  # fmt: skip
+    dirs = inconsistency_directions(res, model, params)
+    surf = surface(model, loss, domains, dirs)
+    for name, data in domains.items():
+        want = DisplacedRisk(model, loss, data, params).value(res.direction)
+        assert surf.losses[name][2, 1] == pytest.approx(want, rel=1e-12)
