@@ -135,7 +135,7 @@ def backpack_pass(
             if seed is not None:
                 torch.manual_seed(int(seed))
             with _CallCount(owners) as calls:
-                out = model(X)
+                out = _forward(model, X, fallback)
             calls.check(fallback)
             if second_order:
                 _check_targets(setup, out, y, fallback)
@@ -186,6 +186,18 @@ class _CallCount:
                     f"BackPACK needs each module owning a selected parameter to run once per "
                     f"forward; {module} ({name or 'the model'}) ran {count} times; use {fallback}"
                 )
+
+
+def _forward(model: nn.Module, X: Tensor, fallback: str) -> Tensor:
+    """The extended copy's forward; BackPACK's hooks can break it (an in-place operation on
+    the output of a hooked module, e.g. ``ReLU(inplace=True)`` after BatchNorm)."""
+    try:
+        return model(X)
+    except (RuntimeError, NotImplementedError) as err:
+        raise BackpackUnsupported(
+            f"BackPACK's hooks break this model's forward ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:160]}); use {fallback}"
+        ) from None
 
 
 def _backward(loss: Tensor, extensions: Callable[[], list], fallback: str) -> None:

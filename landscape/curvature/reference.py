@@ -134,9 +134,18 @@ def per_sample_gradients(
 def dense_hessian(
     model: nn.Module, loss_func: nn.Module, data: Iterable[Batch], params: ParamSpec = None
 ) -> Tensor:
-    """The Hessian :math:`\\nabla^2_\\theta R_e` ``[D, D]`` (float64)."""
-    theta0, X, y, _, sample_loss = _setup(model, loss_func, data, params)
-    return hessian(_mean_loss(sample_loss, X, y))(theta0)
+    """The Hessian :math:`\\nabla^2_\\theta R_e` ``[D, D]`` (float64), by plain autograd:
+    ``D`` backward passes through the gradient of the risk (the mean-reduced loss of all
+    samples at once, which is the mean of the per-sample losses).
+
+    Not :func:`torch.func.hessian`: in torch 2.13 ``torch.func``'s second derivatives through
+    a ``LayerNorm`` that follows a selected parameter are wrong (``jacfwd(jacrev)`` and
+    ``jacrev(jacrev)`` alike: up to 0.1 off on a Linear-LayerNorm-Linear net, while autograd's
+    double backward agrees with central differences of the gradient to 1e-8);
+    ``tests/curvature/test_reference.py`` checks this function by finite differences.
+    """
+    theta0, X, y, output_fn, _ = _setup(model, loss_func, data, params)
+    return torch.autograd.functional.hessian(lambda t: loss_func(output_fn(t, X), y), theta0)
 
 
 def dense_ggn(

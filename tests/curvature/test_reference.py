@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -109,3 +111,39 @@ def test_reference_leaves_model_unchanged():
     assert not model.classifier.weight.requires_grad and not model.training
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+class LayerNormNet(nn.Module):
+    """Linear -> LayerNorm -> tanh -> Linear: torch.func's second derivatives through the
+    LayerNorm are wrong in torch 2.13; the reference Hessian must not be."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 6)
+        self.ln = nn.LayerNorm(6)
+        self.c = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.c(torch.tanh(self.ln(self.a(x))))
+
+
+@pytest.mark.parametrize("make", [LayerNormNet, lambda: CASES_BY_LOSS["ce"].model(torch.float64)])
+def test_dense_hessian_against_finite_differences(make):
+    """H v equals the central difference (g(θ + εv) - g(θ - εv)) / 2ε of the reference
+    gradient (first derivatives only), to O(ε²)."""
+    torch.manual_seed(0)
+    model = make().double().eval()
+    X = torch.randn(12, 4 if isinstance(model, LayerNormNet) else 6, dtype=torch.float64)
+    data, loss_func = [(X, torch.randint(0, 3, (12,)))], nn.CrossEntropyLoss()
+    theta = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    v = torch.randn(theta.numel(), dtype=torch.float64)
+
+    def gradient_at(point):
+        moved = copy.deepcopy(model)
+        torch.nn.utils.vector_to_parameters(point, moved.parameters())
+        return ref.gradient(moved, loss_func, data)
+
+    eps = 1e-5
+    fd = (gradient_at(theta + eps * v) - gradient_at(theta - eps * v)) / (2 * eps)
+    Hv = ref.dense_hessian(model, loss_func, data) @ v
+    torch.testing.assert_close(Hv, fd, rtol=1e-6, atol=1e-7 * float(fd.abs().max()))
