@@ -133,3 +133,22 @@ def test_inconsistency_plane_of_a_conv_net_passes_through_the_maximiser(case_id)
     for name, data in domains.items():
         want = DisplacedRisk(model, loss, data, params).value(res.direction)
         assert surf.losses[name][2, 1] == pytest.approx(want, rel=1e-12)
+
+
+def test_recomputed_batch_norm_on_a_streamed_loader_equals_the_same_batches_in_a_list():
+    """Recomputed statistics average the batches' own: a loader of batches of 4 gives the
+    surface of the list cut at the same rows (and the brute-force loop's)."""
+    model, loss, _, params = CASES["batchnorm-ce-all"].build(n=10)
+    _, _, listed, _ = CASES["batchnorm-ce-all"].build(n=10, cuts={"d0": [4, 8], "d1": [4, 8]})
+    loaders = {
+        d: DataLoader(TensorDataset(torch.cat([b[0] for b in bs]), torch.cat([b[1] for b in bs])),
+                      batch_size=4)
+        for d, bs in listed.items()
+    }  # fmt: skip
+    dirs = random_directions(model, params, seed=2)
+    want = surface(model, loss, listed, dirs, batch_norm="recompute")
+    got = surface(model, loss, loaders, dirs, batch_norm="recompute")
+    brute, _ = brute_force(model, loss, listed, dirs, AXIS, AXIS, bn_recompute=True)
+    for name in listed:
+        np.testing.assert_allclose(got.losses[name], want.losses[name], rtol=1e-12)
+        np.testing.assert_allclose(got.losses[name], brute[name], rtol=1e-11)
