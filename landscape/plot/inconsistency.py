@@ -102,8 +102,9 @@ def plot_pairs(results: Mapping[str, object], kind: str | None = None, epsilon_i
     return fig, axes
 
 
-def _parts(res, epsilon_index: int) -> tuple[float, float, float]:
-    """Risk gap, curvature term and empirical check of the winning pair."""
+def winner_parts(res, epsilon_index: int = 0) -> tuple[float, float, float]:
+    """Risk gap, curvature term and empirical check (``NaN`` without one) of the winning
+    pair of an :class:`~landscape.inconsistency.InconsistencyResult`."""
     a, b = res.winner(epsilon_index)
     i, j = res.domains.index(a), res.domains.index(b)
     risk = float(np.asarray(res.risk_gap)[i, j])
@@ -132,7 +133,7 @@ def plot_score_parts(results: Mapping[str, object], epsilon_index: int = 0, kind
         raise ValueError("no result to draw; pass {label: InconsistencyResult}")
     keys = ordered_algorithms(results)
     labels = [algorithm_name(k) for k in keys]
-    risk, curv, emp = (np.array(v) for v in zip(*(_parts(results[k], epsilon_index)
+    risk, curv, emp = (np.array(v) for v in zip(*(winner_parts(results[k], epsilon_index)
                                                   for k in keys), strict=True))  # fmt: skip
     checked = bool(np.isfinite(emp).any())
     x = np.arange(len(keys))

@@ -10,10 +10,19 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.colors import LogNorm, Normalize
+from matplotlib.patheffects import withStroke
 
 from landscape.names import NOTATION, algorithm_name, domain_name, ordered_algorithms
 from landscape.plot.captions import surface_caption
-from landscape.plot.style import DIVERGING, SEQUENTIAL, caption, new_figure, nice_ticks, style
+from landscape.plot.style import (
+    DIVERGING,
+    SEQUENTIAL,
+    caption,
+    new_figure,
+    nice_ticks,
+    style,
+    width_inches,
+)
 
 
 def origin_value(alphas, betas, grid) -> float:
@@ -46,7 +55,7 @@ def _overlay(ax, directions: Mapping) -> None:
         right = x > np.mean(ax.get_xlim())  # label towards the inside of the panel
         ax.annotate(algorithm_name(label), (x, y), xytext=(-4 if right else 4, 3),
                     textcoords="offset points", ha="right" if right else "left", fontsize=6,
-                    color="w", fontweight="bold")  # fmt: skip
+                    color="k", path_effects=[withStroke(linewidth=2, foreground="w")])  # fmt: skip
     traj = directions.get("trajectory")
     if traj is not None:
         traj = np.asarray(traj)
@@ -146,8 +155,9 @@ def plot_surface(
     norm = loss_norm([source[d] for d in domains], log and value == "loss")
     panels = len(domains) + (difference is not None)
     with style():
-        fig, axes = new_figure("full" if panels > 2 else "column", 2.3, 1, panels,
-                               sharex=True, sharey=True)  # fmt: skip
+        width = "full" if panels > 2 else "column"
+        side = width_inches(width) / panels  # square panels (equal aspect) and their labels
+        fig, axes = new_figure(width, 0.8 * side + 1.1, 1, panels, sharex=True, sharey=True)
         axes = axes[0]
         for ax, domain in zip(axes, domains, strict=False):
             cs = _panel(ax, result, source[domain], norm, SEQUENTIAL, levels)

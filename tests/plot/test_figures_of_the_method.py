@@ -173,3 +173,49 @@ def test_patchwork_figure(patchwork_examples, tmp_path):
         np.testing.assert_allclose(diamond.get_xydata()[0], ex.line_point)
         assert ax.get_aspect() == 1.0
     assert_publishable(fig)
+
+
+def test_score_trajectory_equals_the_score_of_each_checkpoint(tmp_path):
+    from landscape.checkpoint import load_checkpoint
+    from landscape.data import build_domains
+    from landscape.domains import pick_domains
+    from landscape.inconsistency import inconsistency_score
+    from landscape.losses import build_loss
+    from landscape.plot.score_trajectory import (
+        ScoreTrajectory,
+        plot_score_trajectory,
+        score_trajectory,
+    )
+    from landscape.runs import RunFolder
+    from landscape.training import train
+    from tests.test_alignment import tiny_run_config
+
+    run = RunFolder(tmp_path / "run")
+    config = tiny_run_config()
+    config.restarts = 1
+    train(config, run.root, progress=False)
+    _, meta = load_checkpoint(run.final_checkpoint("erm"))
+    domains = pick_domains(build_domains(meta["data"]), ["d0", "d1"])
+    loss = build_loss("bce")
+    traj = score_trajectory(run.root, ["fishr", "erm"], loss, domains, 0.01, k=3)
+    traj.save(tmp_path / "traj")
+    traj = ScoreTrajectory.load(tmp_path / "traj")
+    assert traj.steps["erm"].tolist() == run.checkpoint_steps("erm", 0)
+    assert traj.anneal_step == config.anneal_step
+    for algo in ("erm", "fishr"):
+        for index in (0, len(traj.steps[algo]) - 1):  # first and last checkpoints
+            path = run.checkpoint_path(algo, 0, int(traj.steps[algo][index]))
+            res = inconsistency_score(load_checkpoint(path)[0], loss, domains, 0.01,
+                                      params="classifier", method="dense", remedy="top-k",
+                                      k=3, progress=False)  # fmt: skip
+            a, b = res.winner(0)
+            i, j = res.domains.index(a), res.domains.index(b)
+            assert traj.score[algo][index] == pytest.approx(float(res.scores[0]), rel=1e-9)
+            assert traj.risk_gap[algo][index] == pytest.approx(float(res.risk_gap[i, j]))
+            assert traj.risk_gap[algo][index] + traj.curvature_term[algo][index] == (
+                pytest.approx(traj.score[algo][index]))  # fmt: skip
+    fig, axes = plot_score_trajectory(traj)
+    lines = {line.get_label(): line for line in axes[0, 0].get_lines()}
+    np.testing.assert_allclose(lines["Fishr"].get_ydata(), traj.score["fishr"])
+    assert any(np.allclose(line.get_xdata(), config.anneal_step) for line in axes[1, 1].get_lines())
+    assert_publishable(fig)
