@@ -185,6 +185,20 @@ class _Analysis:
                 self.log(f"[analyse] {algo}: per-sample gradients of the head")
                 gradient_cloud(model, self.loss, pick_domains(self.small, pair), pair).save(stem)
 
+    def score_trajectory(self) -> None:
+        """I^ε of the head at every checkpoint of restart 0 (the first ``subsample`` samples
+        of the training pair, with the empirical check)."""
+        from landscape.domains import pick_domains
+        from landscape.plot.score_trajectory import score_trajectory
+
+        stem = self.out.root / "score_trajectory_head"
+        if self.out.done(stem):
+            return
+        self.log("[analyse] I^eps of the head over the checkpoints")
+        score_trajectory(self.run.root, list(self.finals), self.loss,
+                         pick_domains(self.small, self.train_domains[:2]), self.epsilon,
+                         k=self.head_k, device=self.device).save(stem)  # fmt: skip
+
     def examples(self) -> None:
         """Parascandolo et al.'s Figure 1 for I^ε (a patchwork and a consistent minimum of a
         two-parameter model, ε = 0.1: :mod:`landscape.plot.patchwork`); independent of the run."""
@@ -262,6 +276,7 @@ def analyse_run(
     job.plane_surface()
     job.direction_surfaces()
     job.head_figures_data()
+    job.score_trajectory()
     job.examples()
     return out.root
 
@@ -333,6 +348,11 @@ def _run_figures(run: RunFolder, analysis: AnalysisFolder):
         res = SurfaceResult.load(analysis.surface_plane)
         train = [d for d in res.domains if not d.startswith("-")][:2] or res.domains[:2]
         yield "surface_plane", "full", plot_surface(res, domains=train)[0]
+    if analysis.done(analysis.root / "score_trajectory_head"):
+        from landscape.plot.score_trajectory import ScoreTrajectory, plot_score_trajectory
+
+        traj = ScoreTrajectory.load(analysis.root / "score_trajectory_head")
+        yield "inconsistency_over_training_head", "full", plot_score_trajectory(traj)[0]
     yield from _head_figures(analysis)
     stems = {k: analysis.root / f"example_{k}" for k in ("patchwork", "consistent")}
     if all(analysis.done(stem) for stem in stems.values()):
