@@ -39,6 +39,7 @@ ANALYSIS_FILES = [
     "gradients_head_erm",
     "premise_head_fishr",
     "gradients_head_fishr",
+    "score_trajectory_head",
     "example_patchwork",
     "example_consistent",
 ]
@@ -56,6 +57,7 @@ FIGURES = [
         "variance_vs_hessian_head",
         "gradient_clouds_head",
         "inconsistency_example",
+        "inconsistency_over_training_head",
     ]
     for fmt in ("png", "pdf")
 ]
