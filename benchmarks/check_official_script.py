@@ -44,6 +44,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from landscape.data.mnist import load_mnist
+from landscape.io import read_json, write_json
 from landscape.training import TrainConfig, read_history, train
 
 SCRIPT = Path("coloredmnist") / "train_coloredmnist.py"
@@ -58,6 +59,24 @@ def ours(algorithm: str, steps: int, restarts: int, seed: int, anneal: int, out:
     config = TrainConfig(algorithms=[algorithm], steps=steps, restarts=restarts, seed=seed,
                          anneal_step=anneal, device="cpu", log_all=True)  # fmt: skip
     train(config, out, progress=False)
+    return history_values(out, algorithm, steps, restarts)
+
+
+def saved_run(run: Path, algorithm: str, steps: int, restarts: int, seed: int, anneal: int):
+    """As :func:`ours`, read from a finished `landscape train` folder (``--run``): its first
+    ``steps`` rows (the script run for fewer steps follows the same trajectory)."""
+    config = TrainConfig.from_dict(read_json(run / "config.json"))
+    wanted = {"stream": "script", "seed": seed, "anneal_step": anneal, "log_all": True}
+    for key, value in wanted.items():
+        if getattr(config, key) != value:
+            raise SystemExit(f"{run}: {key} is {getattr(config, key)!r}, the check needs {value!r}")
+    if algorithm not in config.algorithms or config.steps < steps or config.restarts < restarts:
+        raise SystemExit(f"{run} holds no {algorithm} run of {restarts} restarts x {steps} steps")
+    return history_values(run, algorithm, steps, restarts)
+
+
+def history_values(out: Path, algorithm: str, steps: int, restarts: int):
+    """The logged quantities of the first ``steps`` history rows of each restart."""
     values = {}
     for k in range(restarts):
         for row in read_history(out / algorithm / f"restart_{k}" / "history.csv")[:steps]:
@@ -186,11 +205,21 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anneal-step", type=int, default=190,
                         help="first step with the full penalty weight (both sides)")  # fmt: skip
+    parser.add_argument("--run", type=Path, default=None,
+                        help="compare with this finished `landscape train` folder instead of "
+                        "training again (its first --steps rows)")  # fmt: skip
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write every compared value of both to this JSON file")  # fmt: skip
     parser.add_argument("--show-script-output", action="store_true")
     args = parser.parse_args(argv)
+    saved = {}
     for algorithm in args.algorithm:
-        with tempfile.TemporaryDirectory() as tmp:
-            a = ours(algorithm, args.steps, args.restarts, args.seed, args.anneal_step, Path(tmp))
+        setting = (algorithm, args.steps, args.restarts, args.seed, args.anneal_step)
+        if args.run is not None:
+            a = saved_run(args.run, *setting)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                a = ours(*setting, Path(tmp))
         b, printed = theirs(args.fishr, algorithm, args.steps, args.restarts, args.seed,
                             args.anneal_step)  # fmt: skip
         if args.show_script_output:
@@ -205,6 +234,10 @@ def main(argv=None) -> int:
             key = max(a, key=lambda k: _difference(a[k][q], b[k][q]))
             print(f"  {q:<14} {_difference(a[key][q], b[key][q]):.3e}   (restart {key[0]}, "
                   f"step {key[1]}: ours {a[key][q]:.7g}, script {b[key][q]:.7g})")  # fmt: skip
+        saved[algorithm] = [{"restart": k, "step": t, "ours": a[(k, t)], "script": b[(k, t)]}
+                            for k, t in sorted(a)]  # fmt: skip
+    if args.save is not None:
+        write_json(args.save, saved)
     return 0
 
 

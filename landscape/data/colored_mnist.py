@@ -40,11 +40,12 @@ restart draws, in this order,
    (:meth:`ScriptStream.initial_weights`, :func:`script_initial_weights`).
 
 Restart ``k`` is reached by replaying the draws of restarts ``0 .. k-1`` (shuffles, flips and
-layer initialisations, no training): a few milliseconds per restart.
+layer initialisations, no training): a few tens of milliseconds per restart.
 
 ``"per-restart"``: one ``torch.Generator`` seeded with ``seed + restart`` draws
 ``torch.randperm(50_000)`` (the shuffle), then the flips of step 2; the model is
-initialised elsewhere (``landscape train`` seeds it with its own ``seed + k``).
+initialised elsewhere. ``landscape train`` stores restart ``k``'s spec as ``seed =
+data_seed + k``, ``restart = 0`` (as before streams existed) and seeds the model ``seed + k``.
 
 A Bernoulli(p) draw is ``rand < p``. ``subsample`` keeps the first ``n`` images of each
 domain **after** this construction, so a subsampled domain is a prefix of the full one and
@@ -205,7 +206,7 @@ def script_initial_weights(
     """The script's initial weights of restart ``spec["restart"]`` (the ``"script"`` stream).
 
     The draws of restarts ``0 .. restart - 1`` and the data draws of restart ``restart`` are
-    replayed (a few milliseconds per restart), then :meth:`ScriptStream.initial_weights`
+    replayed (a few tens of milliseconds per restart), then :meth:`ScriptStream.initial_weights`
     draws the layers of ``spec["init_layers"]``: what the script's ``MLP()`` holds before its
     first step.
 
