@@ -106,6 +106,10 @@ def test_score_pairwise_matrix_and_direction_equal_the_dense_reference(
         want = vec[a, b]
         sign = np.sign(got @ want)  # an eigenvector's sign is not defined
         np.testing.assert_allclose(sign * got, want, rtol=0, atol=50 * rel * np.abs(want).max())
+    a, b = res.pair  # the winner's maximiser √(2ε)·v, up to sign (0 if λ ≤ 0)
+    want = np.sqrt(2 * EPS) * vec[a, b] * (lam[a, b] > 0)
+    sign = np.sign(res.direction @ want) or 1.0
+    np.testing.assert_allclose(sign * res.direction, want, atol=50 * rel * np.abs(want).max())
     for d in domains:
         assert res.risks[d] == pytest.approx(risks[d], rel=1e-10)
         assert res.gradient_norms[d] == pytest.approx(np.linalg.norm(ref[d][2]), rel=1e-8)
