@@ -74,3 +74,53 @@ def _smallest_positive(values: dict) -> float:
     flat = np.abs(np.concatenate([np.asarray(v, np.float64).ravel() for v in values.values()]))
     positive = flat[flat > 0]
     return float(positive.min()) if positive.size else 1.0
+
+
+def plot_spectral_densities(results, floor: float = 1e-6):
+    """Overlaid per-domain Hessian spectral densities (SLQ): one row per algorithm (the
+    names table's order), one column per parameter set (``"head"``, ``"network"``), one
+    line per domain on a log density axis (values below ``floor`` times the peak clipped).
+
+    Args:
+        results: ``{algorithm: {"head" | "network": SpectralDensityResult}}``.
+
+    Returns:
+        ``(fig, axes)``: rows × columns.
+    """
+    from landscape.names import algorithm_name, ordered_algorithms, parameter_name
+
+    algos = ordered_algorithms(results)
+    if not algos:
+        raise ValueError("nothing to draw; pass {algorithm: {kind: SpectralDensityResult}}")
+    kinds = [k for k in ("head", "network") if any(k in results[a] for a in algos)]
+    with style():
+        fig, axes = new_figure("full", 1.6 * len(algos) + 0.9, len(algos), len(kinds),
+                               sharex="col")  # fmt: skip
+        for row, algo in zip(axes, algos, strict=True):
+            for ax, kind in zip(row, kinds, strict=True):
+                res = results[algo].get(kind)
+                if res is None:
+                    ax.set_visible(False)
+                    continue
+                peak = max(float(np.max(res.density[d])) for d in res.domains)
+                for i, domain in enumerate(res.domains):
+                    cue = domain_style(domain, i)
+                    density = np.maximum(np.asarray(res.density[domain]), floor * peak)
+                    ax.plot(res.grid[domain], density, lw=1.0, label=domain_name(domain),
+                            color=cue["color"], ls=cue["ls"])  # fmt: skip
+                ax.set_yscale("log")
+                ax.set_ylim(floor * peak, 2 * peak)
+                ax.set_title(f"{algorithm_name(algo)}, {parameter_name(kind)}")
+            row[0].set_ylabel("spectral density")
+        for ax in axes[-1]:
+            ax.set_xlabel("Hessian eigenvalue")
+        handles, labels = axes[0, 0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels))
+        first = results[algos[0]][kinds[0]]
+        size = samples_caption(getattr(first, "num_samples", None))
+        settings = first.settings or {}
+        probes = settings.get("num_probes")
+        caption(fig, "Hessian spectral densities per domain (stochastic Lanczos quadrature"
+                + (f", {probes} probes" if probes else "") + ")"
+                + (f", {size}" if size else ""))  # fmt: skip
+    return fig, axes

@@ -32,3 +32,34 @@ def test_a_trace_is_refused_in_one_line():
     assert not can_plot_curvature(res)
     with pytest.raises(ValueError, match="no curvature figure for a TraceResult"):
         plot_curvature(res)
+
+
+def test_spectral_densities_head_and_network_overlaid_per_domain():
+    import matplotlib.pyplot as plt
+    import torch
+
+    from landscape.curvature import spectral_density
+    from landscape.plot.curvature import plot_spectral_densities
+    from tests.cases import make_binary_domains, make_mlp
+    from tests.plot.checks import assert_publishable
+
+    model, loss = make_mlp(), torch.nn.BCEWithLogitsLoss()
+    domains = make_binary_domains(2, n=30)
+    results = {
+        algo: {kind: spectral_density(model, loss, domains, params=params, num_probes=2,
+                                      lanczos_steps=8, num_points=64)
+               for kind, params in (("head", "classifier"), ("network", None))}
+        for algo in ("fishr", "erm")
+    }  # fmt: skip
+    fig, axes = plot_spectral_densities(results, floor=1e-6)
+    assert axes.shape == (2, 2)
+    titles = [ax.get_title() for ax in axes[:, 0]]
+    assert titles == ["ERM, head (last layer)", "Fishr, head (last layer)"]
+    res = results["erm"]["network"]
+    peak = max(res.density[d].max() for d in res.domains)
+    for line, domain in zip(axes[0, 1].get_lines(), res.domains, strict=True):
+        np.testing.assert_allclose(line.get_xdata(), res.grid[domain])
+        np.testing.assert_allclose(line.get_ydata(), np.maximum(res.density[domain], 1e-6 * peak))
+    assert all(ax.get_yscale() == "log" for ax in axes.flat)
+    assert_publishable(fig)
+    plt.close("all")
