@@ -185,6 +185,21 @@ class _Analysis:
                 self.log(f"[analyse] {algo}: per-sample gradients of the head")
                 gradient_cloud(model, self.loss, pick_domains(self.small, pair), pair).save(stem)
 
+    def spectra(self) -> None:
+        """Per-domain Hessian spectral densities (SLQ) of the head and of the whole network
+        of every final model, on the first ``subsample`` samples of the training pair."""
+        from landscape.curvature import spectral_density
+        from landscape.domains import pick_domains
+
+        domains = pick_domains(self.small, self.train_domains[:2])
+        for algo, (model, _) in self.finals.items():
+            for kind, params in (("head", "classifier"), ("network", None)):
+                stem = self.out.root / f"spectrum_{kind}_{algo}"
+                if not self.out.done(stem):
+                    self.log(f"[analyse] {algo}: spectral density of the {kind} (SLQ)")
+                    spectral_density(model, self.loss, domains, params=params, num_probes=3,
+                                     lanczos_steps=32, seed=0).save(stem)  # fmt: skip
+
     def score_trajectory(self) -> None:
         """I^ε of the head at every checkpoint of restart 0 (the first ``subsample`` samples
         of the training pair, with the empirical check)."""
@@ -277,6 +292,7 @@ def analyse_run(
     job.direction_surfaces()
     job.head_figures_data()
     job.score_trajectory()
+    job.spectra()
     job.examples()
     return out.root
 
@@ -354,6 +370,16 @@ def _run_figures(run: RunFolder, analysis: AnalysisFolder):
         traj = ScoreTrajectory.load(analysis.root / "score_trajectory_head")
         yield "inconsistency_over_training_head", "full", plot_score_trajectory(traj)[0]
     yield from _head_figures(analysis)
+    spectra: dict = {}
+    for path in sorted(analysis.root.glob("spectrum_*.json")):
+        from landscape.curvature.results import SpectralDensityResult
+
+        _, kind, algo = path.stem.split("_", 2)
+        spectra.setdefault(algo, {})[kind] = SpectralDensityResult.load(path.with_suffix(""))
+    if spectra:
+        from landscape.plot.curvature import plot_spectral_densities
+
+        yield "spectral_density", "full", plot_spectral_densities(spectra)[0]
     stems = {k: analysis.root / f"example_{k}" for k in ("patchwork", "consistent")}
     if all(analysis.done(stem) for stem in stems.values()):
         from landscape.plot.patchwork import PatchworkExample, plot_patchwork
