@@ -40,6 +40,10 @@ ANALYSIS_FILES = [
     "premise_head_fishr",
     "gradients_head_fishr",
     "score_trajectory_head",
+    "spectrum_head_erm",
+    "spectrum_network_erm",
+    "spectrum_head_fishr",
+    "spectrum_network_fishr",
     "example_patchwork",
     "example_consistent",
 ]
@@ -58,6 +62,7 @@ FIGURES = [
         "gradient_clouds_head",
         "inconsistency_example",
         "inconsistency_over_training_head",
+        "spectral_density",
     ]
     for fmt in ("png", "pdf")
 ]
