@@ -12,9 +12,13 @@ already there, so an interrupted job resumes; the folders are :class:`landscape.
    its empirical check on the true losses; the Hessian-alignment
    trajectory of the head over every checkpoint; per-domain loss surfaces on the plane
    through the initial weights and the final weights of two algorithms (e.g. ERM and
-   Fishr), and on the plane of each model's inconsistency direction;
-3. :func:`draw_figures` (``DIR/figures``): every figure of :mod:`landscape.plot` and the
-   Table 2 comparison with the paper, from the saved results only.
+   Fishr), and on the plane of each model's inconsistency direction; the head's per-domain
+   gradient variance and Hessian diagonal and its projected per-sample gradients; the head's
+   I^ε at every checkpoint; SLQ spectra of the head and the whole network; the
+   two-parameter patchwork / consistent example of :mod:`landscape.plot.patchwork`;
+3. :func:`draw_figures` (``DIR/figures``): every figure of :mod:`landscape.plot` (PNG at
+   300 dpi and PDF, :func:`landscape.plot.style.save_figure`) and the Table 2 comparison
+   with the paper, from the saved results only.
 """
 
 from __future__ import annotations

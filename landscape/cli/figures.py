@@ -2,8 +2,11 @@
 
 RUN is a folder written by `landscape train` (or OUT/run of `landscape reproduce`);
 ANALYSIS is the folder of `landscape reproduce`'s analysis (default: RUN/../analysis).
-Writes training curves, the Table 2 comparison with the paper, the Hessian alignment over
-training, the inconsistency-score figures and the loss surfaces that the results allow.
+Writes, as the results allow, each as a PNG (300 dpi) and a PDF sized for a two-column paper:
+training curves, Table 2 beside the paper's (and table2.md), the Hessian alignment over
+training, Var vs Hessian and the per-sample gradient clouds of the head, the inconsistency
+score (its parts, its pairs, over training, the two-parameter example), the loss surfaces and
+the per-domain spectral densities.
 
 RUN may also be the --out folder of `landscape score` (score.json / score.npz: the parts
 of the score and the pairwise matrix), `landscape surface` (surface.json / surface.npz) or

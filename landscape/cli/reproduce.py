@@ -5,8 +5,10 @@ Steps (each resumes when interrupted; see landscape.pipeline):
      penalty annealed at step 190) into OUT/run, with checkpoints along the way;
   2. analyse into OUT/analysis: the inconsistency score I^eps of the head (dense) and of
      the whole network (matrix-free), each with its empirical check on the true losses;
-     the Hessian alignment of the head over training; per-domain loss surfaces;
-  3. draw every figure into OUT/figures and print the results.
+     the Hessian alignment of the head over training; per-domain loss surfaces; the
+     head's I^eps at every checkpoint, its variance vs Hessian diagonal and per-sample
+     gradients; SLQ spectra of the head and the network;
+  3. draw every figure (PNG + PDF) into OUT/figures and print the results.
 
 The default is the protocol's data (25,000 images per training domain) with one restart:
 13 minutes on 2 CPU cores (measured from a fresh clone). --full runs 3 restarts.
