@@ -218,8 +218,11 @@ def linear_moments(
 
 # Row blocks of at most this many bytes for the [N, in] temporaries on CPU. Large fresh
 # tensors cost page faults (glibc serves blocks over 32 MB with mmap every time), which on a
-# CPU costs more than the arithmetic; small reused blocks stay in the heap and in cache.
-CHUNK_BYTES = 2**20
+# CPU costs more than the arithmetic; blocks under that stay in the heap. Not smaller: each
+# block is a few parallel regions, and with 2 threads on a loaded machine every region waits
+# for a descheduled thread (8 MiB: Fishr's penalty step 2.4 s instead of 3.9 s with 1 MiB,
+# 2 threads, other jobs running; equal with 1 thread; issue 15).
+CHUNK_BYTES = 2**23
 
 
 def _squared_chunks(a: Tensor):
