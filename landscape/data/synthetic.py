@@ -214,15 +214,8 @@ def gaussian_classification_domains(
         >>> X.shape, y.shape, sorted(y.unique().tolist())
         (torch.Size([100, 4]), torch.Size([100, 1]), [0.0, 1.0])
     """
-    n_domains = _positive_int(n_domains, "n_domains")
-    n = _positive_int(n, "n")
-    dim = _positive_int(dim, "dim")
-    num_classes = _positive_int(num_classes, "num_classes", minimum=2)
-    scales = (
-        _nonnegative(separation, "separation"),
-        _nonnegative(spurious_scale, "spurious_scale"),
-        _nonnegative(spurious_noise, "spurious_noise"),
-    )
+    n_domains, n, dim, num_classes = _check_sizes(n_domains, n, dim, num_classes)
+    scales = _check_scales(separation, spurious_scale, spurious_noise)
     _check_dtype(dtype)
     _check_classification_loss(loss, num_classes)
     spurious = _check_spurious(spurious, n_domains)
@@ -235,6 +228,25 @@ def gaussian_classification_domains(
         target = y.to(dtype)[:, None] if loss == "bce" else y
         domains[f"d{e}"] = _batches(X.to(device=device, dtype=dtype), target.to(device), batch_size)
     return domains
+
+
+def _check_sizes(n_domains, n, dim, num_classes) -> tuple[int, int, int, int]:
+    """The four sizes of :func:`gaussian_classification_domains`, checked (one-line errors)."""
+    return (
+        _positive_int(n_domains, "n_domains"),
+        _positive_int(n, "n"),
+        _positive_int(dim, "dim"),
+        _positive_int(num_classes, "num_classes", minimum=2),
+    )
+
+
+def _check_scales(separation, spurious_scale, spurious_noise) -> tuple[float, float, float]:
+    """``(separation, spurious_scale, spurious_noise)``, each checked non-negative."""
+    return (
+        _nonnegative(separation, "separation"),
+        _nonnegative(spurious_scale, "spurious_scale"),
+        _nonnegative(spurious_noise, "spurious_noise"),
+    )
 
 
 def _check_classification_loss(loss: str, num_classes: int) -> None:
