@@ -78,8 +78,11 @@ def loss_key(name: str) -> str:
 def _is_plain_state_dict(path: Path) -> bool:
     """A file that holds weights only (no model to rebuild them into)."""
     suffix = path.suffix.lower()
-    if suffix in STATE_DICT_SUFFIXES:
-        return True
+    if suffix in STATE_DICT_SUFFIXES:  # unless it holds a DomainBed run (read safely)
+        from landscape.models.domainbed_checkpoint import is_domainbed_checkpoint
+        from landscape.weights import read_torch_file
+
+        return not is_domainbed_checkpoint(read_torch_file(path))
     if suffix != ".safetensors":
         return False
     from safetensors import SafetensorError, safe_open

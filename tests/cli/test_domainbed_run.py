@@ -275,3 +275,21 @@ def test_missing_data_folder_says_the_layout_expected(run_dir, capsys):
         line = _one_error_line(capsys, ["score", "model.pkl", *where])
         assert f"PACS not found under {folder}: expected {folder}/PACS/" in line
         assert "{art_painting,cartoon,photo,sketch}/<class>/<image>" in line
+
+
+def test_a_domainbed_run_saved_as_pt_needs_no_model(run_dir):
+    """A DomainBed dict under a state-dict suffix (``.pt``) is still read as a DomainBed run
+    (no ``--model`` asked for): the same risks as the ``.pkl``."""
+    import shutil
+
+    from landscape.inconsistency import InconsistencyResult
+
+    write_run(run_dir)
+    shutil.copy(run_dir / "train_output" / "model.pkl", run_dir / "model.pt")
+    risks = {}
+    for i, name in enumerate(("train_output/model.pkl", "model.pt")):
+        argv = ["score", name, "--subsample", "8", "--domains", "15", "30", "--params",
+                "classifier.bias", "--no-check", "--quiet", "--out", f"out{i}"]  # fmt: skip
+        assert main(argv) == 0
+        risks[name] = InconsistencyResult.load(run_dir / f"out{i}" / "score").risks
+    assert risks["model.pt"] == risks["train_output/model.pkl"]
