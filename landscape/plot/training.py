@@ -76,7 +76,10 @@ def plot_training_curves(
             for algo in ordered_algorithms(histories):
                 runs = histories[algo]
                 values = scale * np.stack([h[f"{metric}/{domain}"] for h in runs])
-                steps = runs[0]["step"]
+                # rows that evaluate no test domain hold NaN there (``eval_every``): draw the
+                # evaluated steps only, so that the line joins them
+                evaluated = np.isfinite(values).all(0)
+                steps, values = runs[0]["step"][evaluated], values[:, evaluated]
                 mean, std = values.mean(0), values.std(0)
                 cue = algorithm_style(algo)
                 ax.plot(steps, mean, label=algorithm_name(algo), markevery=max(1, len(steps) // 8),

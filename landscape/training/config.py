@@ -37,7 +37,9 @@ RESUME_FREE_KEYS = ("algorithms", "restarts", "device", "state_every")
 #: Keys added after runs were first written, with the value that reproduces those runs: a
 #: stored config without the key is read with it (a run folder from before the script's
 #: stream was re-seeded per restart).
-LEGACY_VALUES = {"stream": "per-restart"}
+#: A run folder from before the test domains were evaluated every ``eval_every`` steps
+#: evaluated them at every step.
+LEGACY_VALUES = {"stream": "per-restart", "eval_every": 1}
 
 
 def _is_int(value: Any) -> bool:
@@ -296,10 +298,11 @@ class RunConfig:
     seed: int
     checkpoint_steps: list[int]
     state_every: int
+    eval_every: int
     device: str
 
     def validate(self, steps: int) -> None:
-        _positive_ints(self, ("restarts", "state_every"))
+        _positive_ints(self, ("restarts", "state_every", "eval_every"))
         _non_negative_ints(self, ("seed",))
         chosen = self.checkpoint_steps
         if isinstance(chosen, int) or not all(_is_int(s) for s in chosen):
@@ -365,6 +368,9 @@ class TrainConfig:
         checkpoint_steps: steps whose weights are saved as checkpoints; the final step is
             always saved.
         state_every: steps between two saves of the resumable state.
+        eval_every: steps between two evaluations of the test domains (nothing trains on
+            them); the checkpoint steps, the last update and the final weights are always
+            evaluated, and the other history rows hold NaN in the test domains' columns.
         log_all: log every penalty (IRM, V-REx, Fishr) at every step, not only the selected
             one (as the script does).
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
@@ -395,6 +401,7 @@ class TrainConfig:
     loss: str = "bce"
     checkpoint_steps: list[int] = field(default_factory=list)
     state_every: int = 50
+    eval_every: int = 10
     log_all: bool = True
     device: str = "auto"
     dtype: str = "float32"

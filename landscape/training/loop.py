@@ -260,7 +260,7 @@ def _train_one(
         # the row of θ_t comes from update t itself: its checkpoint is saved just before
         row = trainer.train_step(before_update=save_ckpt if trainer.step in ckpt_steps else None)
         bar.update(1)
-        if trainer.step % 10 == 0 or trainer.step == config.steps:
+        if trainer.evaluates_test_at(trainer.step - 1):  # rows with the test domains
             shown = {f"acc {d}": f"{row[f'acc/{d}']:.3f}" for d in test_domains[:1]}
             bar.set_postfix(loss=f"{row['loss']:.4g}", **shown)
         if callback is not None:

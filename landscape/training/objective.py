@@ -21,7 +21,9 @@ ERM never has a penalty (``λ_t = 0``), whatever the schedule.
 The history row holds ``step``, ``penalty_weight``, ``loss`` (the objective as optimised,
 divided when the script schedule says so), ``risk``, ``weight_norm``, ``penalty``,
 ``loss/<domain>`` and ``acc/<domain>`` for every training and test domain, and
-``penalty/<name>`` for every logged penalty.
+``penalty/<name>`` for every logged penalty. The test domains' columns are NaN in a row that
+does not evaluate them (``test=False``: nothing trains on them, so skipping them changes no
+other number).
 """
 
 from __future__ import annotations
@@ -61,9 +63,12 @@ class Objective:
     test_batches: Batches
     where: str
 
-    def __call__(self, step: int, log_all: bool | None = None) -> tuple[Tensor, dict[str, float]]:
+    def __call__(
+        self, step: int, log_all: bool | None = None, test: bool = True
+    ) -> tuple[Tensor, dict[str, float]]:
         """``(loss, row)`` at the current weights for update ``step``: the differentiable
-        loss (already divided by ``λ_t`` when the script schedule says so) and the row.
+        loss (already divided by ``λ_t`` when the script schedule says so) and the row
+        (with the test domains evaluated when ``test``, else NaN there).
 
         Raises:
             NonFiniteLossError: a risk or the penalty is NaN or infinite (the total is
@@ -84,9 +89,11 @@ class Objective:
             loss = loss + weight * out.penalty
         if protocol.schedule == "script" and weight > 1:
             loss = loss / weight
-        return loss, self._row(step, weight, loss, risk, weight_norm, out)
+        return loss, self._row(step, weight, loss, risk, weight_norm, out, test)
 
-    def _row(self, step, weight, loss, risk, weight_norm, out: StepOutputs) -> dict[str, float]:
+    def _row(
+        self, step, weight, loss, risk, weight_norm, out: StepOutputs, test: bool = True
+    ) -> dict[str, float]:
         row: dict[str, float] = {
             "step": float(step),
             "penalty_weight": weight,
@@ -100,6 +107,9 @@ class Objective:
             row[f"acc/{d}"] = float(out.accuracies[d])
         with torch.no_grad():
             for d, (X, y) in self.test_batches.items():
+                if not test:
+                    row[f"loss/{d}"] = row[f"acc/{d}"] = math.nan
+                    continue
                 logits = self.model(X)
                 row[f"loss/{d}"] = float(self.loss_func(logits, y))
                 row[f"acc/{d}"] = float(accuracy(logits, y))

@@ -239,6 +239,10 @@ class Penalties(nn.Module):
         algorithm: default algorithm of :meth:`forward`; with ``ema``, the Fishr variant whose
             moving averages are kept (``None``: ``"fishr"``).
         head: the head's parameter prefix (``"classifier"``).
+        forwards: ``{domain: f}`` with ``f(X)`` equal to ``model(X)`` for that domain's
+            batch, computed faster (the colour-split first layer,
+            :class:`landscape.training.colour_split.ColourSplitForward`); other domains use
+            ``model(X)``.
     """
 
     def __init__(
@@ -251,6 +255,7 @@ class Penalties(nn.Module):
         ema: float | None = None,
         algorithm: str | None = None,
         head: str = "classifier",
+        forwards: Mapping[str, Callable[[Tensor], Tensor]] | None = None,
     ):
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -276,6 +281,7 @@ class Penalties(nn.Module):
         self.ema = None if ema is None else float(ema)
         self.algorithm = None if algorithm is None else check_algorithm(algorithm)
         self.head = head
+        self.forwards = dict(forwards or {})
         self._layer_cache: dict[str, list[LinearSelection]] = {}
         self._head_warned = False
         self.ema_algorithm = (self.algorithm or "fishr") if self.ema is not None else None
@@ -386,11 +392,11 @@ class Penalties(nn.Module):
         plan.selected = self._layers(variant.layers) if variant is not None else []
         if plan.log_pairs and algorithm != "fishr":
             plan.head = self._head_layers_for_logging()
-        passes = {}
+        passes, model = {}, self.model
         with torch.enable_grad():
             for name in names:
                 X, y = as_batches(batches[name], name)[0]
-                passes[name] = self._domain_pass(plan, X, y)
+                passes[name] = self._domain_pass(plan, X, y, self.forwards.get(name, model))
 
         variances = {n: p.variance for n, p in passes.items() if p.variance is not None}
         commits = []
@@ -433,13 +439,14 @@ class Penalties(nn.Module):
             )
         return algorithm, variant
 
-    def _domain_pass(self, plan: _Plan, X: Tensor, y: Tensor) -> _DomainPass:
-        """One forward of a domain: its risk, accuracy, variance and IRM terms."""
-        model, loss_func = self.model, self.loss_func
+    def _domain_pass(self, plan: _Plan, X: Tensor, y: Tensor, forward) -> _DomainPass:
+        """One forward (``forward(X)``, i.e. ``model(X)``) of a domain: its risk, accuracy,
+        variance and IRM terms."""
+        loss_func = self.loss_func
         capture = plan.capture()
         n = X.shape[0]
         with LinearCapture(list(capture.values())) as cap:
-            logits = model(X)
+            logits = forward(X)
         acts = cap.activations()
         risk = _risk(loss_func, logits, y)
         out = _DomainPass(risk=risk, accuracy=float(accuracy(logits.detach(), y)))

@@ -18,6 +18,7 @@ from torch import Tensor
 from landscape.losses import build_loss
 from landscape.models import build_model
 from landscape.training import state as _state
+from landscape.training.colour_split import ColourSplitForward, colour_split
 from landscape.training.config import TrainConfig
 from landscape.training.objective import Objective, split_batches
 from landscape.training.penalties import Penalties, check_algorithm
@@ -77,9 +78,16 @@ class Trainer:
             order, replacing the seeded initialisation: the Colored MNIST script's stream
             draws them (:func:`landscape.data.script_initial_weights`); ``trainer.seed`` is
             then ``config.seed``, the stream's seed.
+        split_colours: group each training domain's samples by lit colour channel once and
+            compute the first layer as one GEMM per channel when every sample lights one
+            channel (Colored MNIST's training domains; an exact reformulation, see
+            :mod:`landscape.training.colour_split`); ``False``: the plain forward.
 
     ``trainer.step`` is the number of updates done; :meth:`train_step` does one more and
     returns its history row; :meth:`evaluate` measures the current weights without updating.
+    The test domains are evaluated at the steps :meth:`evaluates_test_at` names (their
+    columns are NaN in the other rows). ``trainer.colour_splits`` holds the training domains
+    that are colour-split (``{domain: ColourSplit}``, with the permutation applied).
     """
 
     def __init__(
@@ -91,6 +99,7 @@ class Trainer:
         train_domains: Sequence[str],
         test_domains: Sequence[str],
         initial_weights: Sequence[tuple[Tensor, Tensor]] | None = None,
+        split_colours: bool = True,
     ):
         try:
             check_algorithm(algorithm)
@@ -105,6 +114,7 @@ class Trainer:
         self.train_batches, self.test_batches = split_batches(
             batches, self.train_domains, self.test_domains
         )
+        self.colour_splits = self._split_colours() if split_colours else {}
         X0 = next(iter(batches.values()))[0]
         self.model_spec = model_spec(config, batches)
         # initialise on CPU with a private RNG stream: same weights on every device, and the
@@ -123,6 +133,7 @@ class Trainer:
             distance=config.distance,
             ema=config.ema,
             algorithm=algorithm,
+            forwards={d: ColourSplitForward(self.model, s) for d, s in self.colour_splits.items()},
         )
         self._protocol = config.protocol
         self._objective = Objective(
@@ -133,6 +144,28 @@ class Trainer:
         self.optimizer = self.new_optimizer()
         self.step = 0
         self.rows: list[dict[str, float]] = []
+
+    def _split_colours(self) -> dict:
+        """Colour-split the training batches that allow it (replacing them by their sorted
+        copies in ``self.train_batches``); ``{domain: ColourSplit}``."""
+        splits = {}
+        for d, (X, y) in self.train_batches.items():
+            split = colour_split(X, y)
+            if split is not None:
+                splits[d] = split
+                self.train_batches[d] = (split.X, split.y)
+        return splits
+
+    def evaluates_test_at(self, step: int) -> bool:
+        """Whether the row of update ``step`` evaluates the test domains: every
+        ``config.eval_every`` steps, at the checkpoint steps and at the last update (the final
+        row, :meth:`evaluate`, always does)."""
+        config = self.config
+        return (
+            step % config.eval_every == 0
+            or step in config.checkpoint_steps
+            or step >= config.steps - 1
+        )
 
     def new_optimizer(self) -> torch.optim.Adam:
         """A fresh Adam on the model's parameters."""
@@ -163,7 +196,7 @@ class Trainer:
             raise ValueError(f"the run is finished ({self.config.steps} steps done)")
         if self._protocol.resets_optimizer_at(self.algorithm, t):
             self.optimizer = self.new_optimizer()
-        loss, row = self._objective(t, log_all)
+        loss, row = self._objective(t, log_all, test=self.evaluates_test_at(t))
         self._objective.check_finite(row, t)
         if before_update is not None:
             before_update(row)
