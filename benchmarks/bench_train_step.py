@@ -23,6 +23,9 @@ the machine is (CPU model, ``nproc``, affinity, physical cores, cgroup CPU quota
     python benchmarks/bench_train_step.py --threads 1 2       # protocol size (25,000 / 10,000)
     MALLOC_MMAP_MAX_=0 python benchmarks/bench_train_step.py  # glibc never maps fresh blocks
     python benchmarks/bench_train_step.py --quick             # 2,000 samples per domain
+    python benchmarks/bench_train_step.py --split             # + the colour-split step beside
+                                                              #   the plain one (_split_step.py)
+    python benchmarks/bench_train_step.py --split-only        # only that comparison
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _phases import PHASES, Phases, activate, instrument, summarise  # noqa: E402
 from _script_step import serve  # noqa: E402
+from _split_step import print_split  # noqa: E402
 
 import landscape.device  # noqa: E402
 from landscape.device import set_threads  # noqa: E402
@@ -163,6 +167,8 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (2)")
     parser.add_argument("--quick", action="store_true", help="2,000 samples per domain")
     parser.add_argument("--data-dir", default=None, help="MNIST cache folder")
+    parser.add_argument("--split", action="store_true", help="also time the colour split")
+    parser.add_argument("--split-only", action="store_true", help="only the colour split")
     args = parser.parse_args(argv)
     from landscape.training import TrainConfig
 
@@ -175,6 +181,14 @@ def main(argv=None):
         device="cpu",
     )
     print(f"machine: {machine()}")
+    print(f"load average: {os.getloadavg()}")
+    if args.split or args.split_only:
+        for threads in args.threads:
+            with set_threads(threads):
+                print_split(config, args.algorithms, threads, args.steps, args.warmup,
+                            args.data_dir)  # fmt: skip
+        if args.split_only:
+            return
     print(
         f"Colored MNIST {config.dtype} on CPU, {'2,000' if args.quick else '25,000 / 10,000'} "
         f"samples per training / test domain; mean (and median) of {args.steps} steps after "
