@@ -33,7 +33,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -132,11 +131,39 @@ class ColourSplitForward:
         if not self.applies(X):
             return self.model(X)
         first, rest = self._layers
-        block = first.in_features // X.shape[1]
-        weight, bias = first.weight, first.bias
-        outputs = [
-            F.linear(part, weight[:, c * block : (c + 1) * block], bias)
-            for (c, _, _), part in zip(self.split.groups, self.split.parts, strict=True)
-        ]
-        hidden = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        split = self.split
+        hidden = _SplitLinear.apply(first.weight, first.bias, split.parts, split.groups,
+                                    X.shape[1])  # fmt: skip
         return rest(hidden)
+
+
+class _SplitLinear(torch.autograd.Function):
+    """``W x + b`` of samples grouped by lit channel: rows ``start:stop`` of the output are
+    ``parts[g] W[:, block of channel c]^T + b`` for group ``g = (c, start, stop)``, written in
+    place (no concatenation); the weight gradient's block of channel ``c`` is
+    ``grad[start:stop]^T parts[g]`` (zero for a channel without samples). The backward is
+    made of differentiable operations, so double backward works too."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, parts, groups, channels):
+        block = weight.shape[1] // channels
+        out = weight.new_empty((groups[-1][2], weight.shape[0]))
+        for (c, start, stop), x in zip(groups, parts, strict=True):
+            w = weight[:, c * block : (c + 1) * block].t()
+            if bias is None:
+                torch.mm(x, w, out=out[start:stop])
+            else:
+                torch.addmm(bias, x, w, out=out[start:stop])
+        ctx.parts, ctx.groups, ctx.channels, ctx.block = parts, groups, channels, block
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        blocks = [None] * ctx.channels
+        for (c, start, stop), x in zip(ctx.groups, ctx.parts, strict=True):
+            blocks[c] = grad[start:stop].t() @ x
+        zero = grad.new_zeros((grad.shape[1], ctx.block))
+        grad_weight = torch.cat([zero if b is None else b for b in blocks], dim=1)
+        grad_bias = grad.sum(0) if ctx.has_bias else None
+        return grad_weight, grad_bias, None, None, None

@@ -140,3 +140,28 @@ def test_the_test_domains_are_evaluated_every_eval_every_steps_and_where_it_matt
     # every 4 steps, the checkpoint step 5, the last update (11) and the final weights (12)
     assert evaluated == [0, 4, 5, 8, 11, 12]
     assert all(r["acc/a"] == r["acc/a"] for r in rows)  # training domains: every step
+
+
+def test_split_linear_gradients_and_second_derivatives_match_finite_differences():
+    """gradcheck / gradgradcheck of the split first layer (float64), with a channel that no
+    sample lights (its weight block's gradient is zero) and without a bias."""
+    from landscape.training.colour_split import _SplitLinear
+
+    X, y = coloured(12, 9)
+    X[:, 0] = X[:, 1].abs() + X[:, 0]  # every sample red only
+    X[:, 1] = 0
+    split = colour_split(X, y)
+    assert [g[0] for g in split.groups] == [0]
+    W = torch.randn(4, 18, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    for bias in (b, None):
+
+        def layer(W, *bias):
+            out = _SplitLinear.apply(W, bias[0] if bias else None, split.parts, split.groups, 2)
+            return out.tanh()  # non-linear: second derivatives are not zero
+
+        args = (W, b) if bias is not None else (W,)
+        torch.testing.assert_close(layer(*args), torch.nn.functional.linear(
+            split.X.flatten(1), W, bias).tanh())  # fmt: skip
+        assert torch.autograd.gradcheck(layer, args)
+        assert torch.autograd.gradgradcheck(layer, args)
