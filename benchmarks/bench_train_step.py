@@ -83,6 +83,12 @@ def _instrument_ours() -> list:
         return "forward" if torch.is_grad_enabled() else "evaluation"
 
     undo = [instrument(mlp.MLP, "forward", model_phase)]
+    try:  # the colour-split forward of the training domains (MLP.forward when it falls back)
+        from landscape.training.colour_split import ColourSplitForward
+    except ImportError:  # the library before issue 15 (a "before" measurement)
+        ColourSplitForward = None  # noqa: N806
+    if ColourSplitForward is not None:
+        undo.append(instrument(ColourSplitForward, "__call__", model_phase))
     for name in ("_deltas", "linear_moments", "irm_penalty", "fishr_penalty", "vrex_penalty"):
         undo.append(instrument(penalties, name, "penalty"))
     undo.append(instrument(torch.Tensor, "backward", "backward"))
