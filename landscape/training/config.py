@@ -31,15 +31,15 @@ SCHEDULES = ("script", "domainbed")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Config keys that may differ when resuming into an existing run folder: they add work
-#: (more algorithms or restarts) or say where it runs, but change no finished number.
-RESUME_FREE_KEYS = ("algorithms", "restarts", "device", "state_every")
+#: (more algorithms or restarts), say where it runs, or how often the state is saved and the
+#: test domains evaluated (history rows between two evaluations hold NaN there; a run folder
+#: from before ``eval_every`` evaluated every step), but change no finished number.
+RESUME_FREE_KEYS = ("algorithms", "restarts", "device", "state_every", "eval_every")
 
 #: Keys added after runs were first written, with the value that reproduces those runs: a
 #: stored config without the key is read with it (a run folder from before the script's
 #: stream was re-seeded per restart).
-#: A run folder from before the test domains were evaluated every ``eval_every`` steps
-#: evaluated them at every step.
-LEGACY_VALUES = {"stream": "per-restart", "eval_every": 1}
+LEGACY_VALUES = {"stream": "per-restart"}
 
 
 def _is_int(value: Any) -> bool:

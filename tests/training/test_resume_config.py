@@ -54,3 +54,27 @@ def test_a_config_from_before_streams_resumes_as_per_restart():
     del old["stream"]
     assert TrainConfig(stream="per-restart").differing_keys(old) == []
     assert TrainConfig().describe_differences(old) == ("stream: saved 'per-restart', now 'script'")
+
+
+def test_a_run_resumes_with_another_eval_every_and_from_before_it(tmp_path):
+    """eval_every changes which history rows hold the test domains, no finished number: a
+    folder written with another value (or before the key existed) resumes, and the final
+    results are the uninterrupted run's."""
+    import json
+    import math
+
+    from landscape.training import read_history
+
+    config = base.tiny_config(algorithms=["erm"], steps=6, state_every=2, eval_every=1)
+    train(config, tmp_path / "a", progress=False)
+    with pytest.raises(base.Interrupt):
+        train(config, tmp_path / "b", progress=False, callback=base._stop_at(3))
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    del saved["eval_every"]  # as a folder from before eval_every
+    (tmp_path / "b" / "config.json").write_text(json.dumps(saved))
+    train(base.tiny_config(algorithms=["erm"], steps=6, state_every=2, eval_every=4),
+          tmp_path / "b", progress=False)  # fmt: skip
+    whole, rows = (read_history(run_dir(tmp_path / x, "erm", 0) / "history.csv") for x in "ab")
+    assert rows[-2:] == whole[-2:]  # the last update's and the final weights' rows
+    evaluated = [int(r["step"]) for r in rows if math.isfinite(r[f"acc/{base.TEST[0]}"])]
+    assert evaluated == [0, 1, 4, 5, 6]  # every step before the resume at 2, then every 4
