@@ -40,10 +40,6 @@ __all__ = ["LOSSES", "SPLITS", "AnalysisInputs", "load_for_analysis", "loss_key"
 LOSSES = {"cross_entropy": "ce", "ce": "ce", "bce": "bce", "mse": "mse"}
 #: DomainBed's part of each environment: the training part, the held-out part, or both
 SPLITS = ("in", "out", "all")
-#: suffixes of plain PyTorch state dicts
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
-#: suffix of DomainBed's checkpoints
-DOMAINBED_SUFFIX = ".pkl"
 
 
 class AnalysisInputs(NamedTuple):
@@ -73,25 +69,6 @@ def loss_key(name: str) -> str:
     if key is None:
         raise ValueError(f"unknown loss {name!r}; use cross_entropy, bce or mse")
     return key
-
-
-def _is_plain_state_dict(path: Path) -> bool:
-    """A file that holds weights only (no model to rebuild them into)."""
-    suffix = path.suffix.lower()
-    if suffix in STATE_DICT_SUFFIXES:  # unless it holds a DomainBed run (read safely)
-        from landscape.models.domainbed_checkpoint import is_domainbed_checkpoint
-        from landscape.weights import read_torch_file
-
-        return not is_domainbed_checkpoint(read_torch_file(path))
-    if suffix != ".safetensors":
-        return False
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return "landscape" not in (f.metadata() or {})
-    except (SafetensorError, OSError, ValueError):
-        return False  # load_checkpoint names the problem
 
 
 def _resolve_model(model, what: str = "--model") -> nn.Module | None:
@@ -135,32 +112,6 @@ def _resolve_data(data) -> Mapping | None:
         f"data must be a mapping {{name: data}}, a callable returning one or a SPEC "
         f"'path/file.py:callable', got {type(data).__name__}"
     )
-
-
-def _weights_file(checkpoint: str | os.PathLike, model, data) -> Path:
-    """The weights file, checked: it exists, and plain weights come with a model and data."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        what = "is a folder, not a weights file" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"checkpoint {path} {what}")
-    if _is_plain_state_dict(path):
-        if model is None:
-            raise ValueError(
-                f"{path} holds plain weights (a state dict): give the network they belong "
-                "to, --model path/to/file.py:callable (model= in Python)"
-            )
-        if data is None:
-            raise _no_data_error(path, {"format": "state_dict"})
-    return path
-
-
-def _load_weights(path: Path, model: nn.Module | None, device: torch.device):
-    """``landscape.load_checkpoint`` of any of the three formats."""
-    from landscape.checkpoint import load_checkpoint
-
-    if model is None:
-        return load_checkpoint(path, device=device)
-    return load_checkpoint(path, model=model, device=device)
 
 
 def _domainbed_domains(meta, *, names, default, data_dir, split, device, dtype, **loader):
@@ -383,8 +334,11 @@ def load_for_analysis(
     _check_options(subsample, batch_size, split, default)
     key = None if loss is None else loss_key(loss)
     dev = resolve_device(device)
-    path = _weights_file(checkpoint, model, data)
-    net, meta = _load_weights(path, _resolve_model(model), dev)
+    from landscape.checkpoint import load_checkpoint
+
+    path = Path(checkpoint)  # its format decides what must come with it: load_checkpoint
+    # asks plain weights for their model, _all_domains for their data (one line each)
+    net, meta = load_checkpoint(path, model=_resolve_model(model), device=dev)
     meta = dict(meta)
     user_data = _resolve_data(data)
     domainbed = user_data is None and meta.get("format") == "domainbed"
