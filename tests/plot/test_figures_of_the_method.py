@@ -7,7 +7,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -21,12 +20,6 @@ from landscape.plot.clouds import (  # noqa: E402
 )
 from tests.cases import make_binary_domains  # noqa: E402
 from tests.plot.checks import assert_publishable  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def close_all():
-    yield
-    plt.close("all")
 
 
 def test_covariance_ellipse_boundary_is_the_k_std_level_set():

@@ -32,13 +32,6 @@ from landscape.plot.surface import origin_value, sublevel_level  # noqa: E402
 from landscape.surface import SurfaceResult  # noqa: E402
 from tests.plot.checks import assert_publishable, png_size_and_dpi, text_problems  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def close_all():
-    yield
-    plt.close("all")
-
-
 # --------------------------------------------------------------------------- save_figure
 
 
