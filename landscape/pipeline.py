@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from landscape.names import algorithm_name, domain_name, ordered_algorithms
 from landscape.runs import AnalysisFolder, RunFolder
 
 #: Steps whose checkpoints the default job saves (the final step is always saved).
@@ -432,7 +433,8 @@ def _write_table2(run: RunFolder, out_dir: Path) -> list[Path]:
 
 
 def summary(analysis_dir: str | os.PathLike) -> str:
-    """A Markdown table of the inconsistency scores in ``analysis_dir``."""
+    """A Markdown table of the inconsistency scores in ``analysis_dir`` (display names, the
+    algorithms in :data:`landscape.names.ALGORITHM_ORDER`)."""
     analysis = AnalysisFolder(analysis_dir)
     lines = [
         "| Model | Parameters | Method | I^ε | Pair (A → B) | Risk gap | Curvature term "
@@ -440,7 +442,9 @@ def summary(analysis_dir: str | os.PathLike) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for kind, shown in (("head", "head"), ("network", "whole network")):
-        for algo, res in _load_scores(analysis, kind).items():
+        scores = _load_scores(analysis, kind)
+        for algo in ordered_algorithms(scores):
+            res = scores[algo]
             a, b = res.winner(0)
             i, j = res.domains.index(a), res.domains.index(b)
             check = res.check or {}
@@ -448,8 +452,8 @@ def summary(analysis_dir: str | os.PathLike) -> str:
             emp = f"{float(np.asarray(emp).reshape(-1)[0]):.4g}" if emp is not None else "-"
             score = float(res.scores[0])
             lines.append(
-                f"| {algo} | {shown} | {res.method} | {score:.4g}"
-                f" | {a} → {b} | {float(res.risk_gap[i, j]):.4g}"
+                f"| {algorithm_name(algo)} | {shown} | {res.method} | {score:.4g}"
+                f" | {domain_name(a)} → {domain_name(b)} | {float(res.risk_gap[i, j]):.4g}"
                 f" | {float(np.asarray(res.curvature_term)[0, i, j]):.4g} | {emp}"
                 f" | {res.gradient_norms[a]:.3g}, {res.gradient_norms[b]:.3g} |"
             )

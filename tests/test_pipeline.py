@@ -254,14 +254,15 @@ def test_summary_one_row_per_model(job):
     assert lines[0].startswith("| Model | Parameters | Method | I^ε |")
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("erm", "head", "dense"),
-        ("fishr", "head", "dense"),
-        ("erm", "whole network", "matrix-free"),
-        ("fishr", "whole network", "matrix-free"),
+        ("ERM", "head", "dense"),
+        ("Fishr", "head", "dense"),
+        ("ERM", "whole network", "matrix-free"),
+        ("Fishr", "whole network", "matrix-free"),
     ]
     for row in rows:
         kind = "head" if row[1] == "head" else "network"
-        res = InconsistencyResult.load(root / "analysis" / f"score_{kind}_{row[0]}")
+        algo = {"ERM": "erm", "Fishr": "fishr"}[row[0]]
+        res = InconsistencyResult.load(root / "analysis" / f"score_{kind}_{algo}")
         assert float(row[3]) == pytest.approx(float(res.score), rel=1e-3)
         assert row[4] == f"{res.pair[0]} → {res.pair[1]}"
         i, j = res.domains.index(res.pair[0]), res.domains.index(res.pair[1])
