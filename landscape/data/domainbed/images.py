@@ -77,10 +77,11 @@ def image_folder(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, in
     return classes, samples
 
 
-def load_image(path: str | os.PathLike) -> Tensor:
-    """Decode one image and apply DomainBed's evaluation transform: float32 ``[3, 224, 224]``.
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """Decode one image as Pillow RGB (truncated files read as DomainBed reads them).
 
-    ``x = (resize_224x224(rgb) / 255 - mean) / std`` per channel (ImageNet statistics).
+    Raises:
+        DomainBedDataError: the file is not a readable image.
     """
     truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     try:
@@ -88,18 +89,32 @@ def load_image(path: str | os.PathLike) -> Tensor:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="PIL")
             with open(path, "rb") as f:
-                image = Image.open(f).convert("RGB")
+                return Image.open(f).convert("RGB")
     except (OSError, UnidentifiedImageError) as err:
         raise DomainBedDataError(
             f"{path} cannot be read as an image ({err}); replace or remove the file"
         ) from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = truncated
-    if image.size != IMAGE_SIZE:
-        image = image.resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
+
+
+def image_tensor(image: Image.Image) -> Tensor:
+    """``ToTensor`` then ``Normalize(ImageNet)``: float32 ``[3, H, W]``,
+    ``(rgb / 255 - mean) / std`` per channel."""
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
     x = pixels.permute(2, 0, 1).contiguous().to(torch.float32).div(255)
     return x.sub_(_MEAN).div_(_STD)
+
+
+def load_image(path: str | os.PathLike) -> Tensor:
+    """Decode one image and apply DomainBed's evaluation transform: float32 ``[3, 224, 224]``.
+
+    ``x = (resize_224x224(rgb) / 255 - mean) / std`` per channel (ImageNet statistics).
+    """
+    image = open_image(path)
+    if image.size != IMAGE_SIZE:
+        image = image.resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
+    return image_tensor(image)
 
 
 class ImageEnvironment(Dataset):
