@@ -1,4 +1,5 @@
-"""Train ERM, IRM, V-REx and Fishr on Colored MNIST (the Fishr paper's protocol by default).
+"""Train ERM, IRM, V-REx and Fishr: Colored MNIST (the Fishr paper's protocol, the default) or
+DomainBed's benchmarks (``--dataset NAME``, DomainBed's minibatch protocol).
 
 Every option defaults to the protocol of the Colored MNIST script of the Fishr paper (IRM's
 hyperparameters for every method: 501 full-batch Adam steps, penalty weight 91257.19 from
@@ -7,10 +8,20 @@ results.{json,md} (mean ± std over restarts, in percent) and, per algorithm and
 history.csv, the checkpoints and a resumable state: running the same command again resumes
 an interrupted run (finished restarts are skipped).
 
+With --dataset (RotatedMNIST, ColoredMNIST, PACS, VLCS, OfficeHome, TerraIncognita,
+DomainNet, Debug28, Debug224), one algorithm trains with DomainBed's protocol (its
+scripts/train.py options, with dashes): minibatches of every training environment's in split,
+an evaluation of every environment's in and out splits every --checkpoint-freq steps, one
+record per evaluation in results.jsonl (DomainBed's keys: its collect_results reads the
+folder), a checkpoint per evaluation, model.safetensors and done at the end; rerunning the
+same command resumes.
+
 Examples:
   landscape train --algorithm erm fishr --restarts 10 --out runs/cmnist
   landscape train --algorithm all --subsample 2000 --steps 101 --anneal-step 50
   landscape train --config runs/cmnist/config.json --restarts 20   # extend a run
+  landscape train --dataset RotatedMNIST --algorithm Fishr --test-envs 0 --out runs/rmnist
+  landscape train --dataset PACS --algorithm ERM --data-dir /data --hparams-seed 3
 """
 
 from __future__ import annotations
@@ -18,8 +29,12 @@ from __future__ import annotations
 import argparse
 
 from landscape.cli._common import add_device_argument, add_out_argument
+from landscape.cli._domainbed_train import add_domainbed_arguments, check_protocol_options
 
-HELP = "train ERM / IRM / V-REx / Fishr (Colored MNIST protocol) with checkpoints and resume"
+HELP = (
+    "train ERM / IRM / V-REx / Fishr (Colored MNIST protocol, or DomainBed's with --dataset) "
+    "with checkpoints and resume"
+)
 
 # argparse destination -> TrainConfig field
 _FIELDS = {
@@ -55,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _add_data_arguments(parser.add_argument_group("data"))
     _add_model_arguments(parser.add_argument_group("model and device"))
     _add_output_arguments(parser.add_argument_group("output, checkpoints and resume"))
+    add_domainbed_arguments(parser.add_argument_group("DomainBed protocol (--dataset NAME)"))
 
 
 def _add_protocol_arguments(group) -> None:
@@ -63,7 +79,8 @@ def _add_protocol_arguments(group) -> None:
         nargs="+",
         metavar="NAME",
         help="algorithms to train: erm irm vrex fishr fishr_notcentered fishr_offdiagonal "
-        "fishr_all, or all (default: erm irm vrex fishr)",
+        "fishr_all, or all (default: erm irm vrex fishr); with --dataset one of ERM IRM VREx "
+        "Fishr (default ERM)",
     )
     group.add_argument(
         "--restarts",
@@ -71,7 +88,12 @@ def _add_protocol_arguments(group) -> None:
         help="restarts per algorithm; restart k is the script's restart k (--stream script) "
         "or seeded seed+k (--stream per-restart) (default 3)",
     )
-    group.add_argument("--steps", type=int, help="full-batch Adam steps (default 501)")
+    group.add_argument(
+        "--steps",
+        type=int,
+        help="full-batch Adam steps (default 501); with --dataset minibatch steps (default: "
+        "the data set's, 5001)",
+    )
     group.add_argument(
         "--anneal-step",
         type=int,
@@ -116,7 +138,8 @@ def _add_data_arguments(group) -> None:
     group.add_argument(
         "--subsample",
         type=int,
-        help="keep this many samples per Colored MNIST domain (default: all 25,000 / 10,000)",
+        help="keep this many samples per Colored MNIST domain (default: all 25,000 / 10,000); "
+        "with --dataset the first this many of each environment's in and out splits",
     )
     group.add_argument("--label-noise", type=float, help="label flip probability (default 0.25)")
     group.add_argument(
@@ -145,7 +168,8 @@ def _add_data_arguments(group) -> None:
     group.add_argument(
         "--data-dir",
         default=None,
-        help="MNIST cache folder (default: $LANDSCAPE_DATA or ~/.cache/landscape)",
+        help="MNIST cache folder (default: $LANDSCAPE_DATA or ~/.cache/landscape); with an "
+        "image --dataset the folder holding e.g. PACS/<env>/<class>/<image>",
     )
 
 
@@ -154,7 +178,8 @@ def _add_model_arguments(group) -> None:
         "--seed",
         type=int,
         help="the script's --seed (--stream script: data and initial weights); with "
-        "--stream per-restart the base seed of the model initialisations (default 0)",
+        "--stream per-restart the base seed of the model initialisations (default 0); with "
+        "--dataset DomainBed's --seed (MNIST shuffle, initial weights, minibatches)",
     )
     group.add_argument(
         "--hidden-dims",
@@ -221,6 +246,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    check_protocol_options(args)
+    if args.dataset is not None:
+        from landscape.cli._domainbed_train import run as run_domainbed
+
+        return run_domainbed(args)
     from landscape.training import train
 
     config = config_from_args(args)

@@ -28,3 +28,10 @@ __all__ = [
     "hparams_for",
     "random_hparams",
 ]
+
+# the DomainBed protocol's loop, run folder and records (issue 13)
+from landscape.training.minibatch.config import DomainBedConfig  # noqa: E402
+from landscape.training.minibatch.folder import DomainBedRunFolder, read_records  # noqa: E402
+from landscape.training.minibatch.loop import train_domainbed  # noqa: E402
+
+__all__ += ["DomainBedConfig", "DomainBedRunFolder", "read_records", "train_domainbed"]
