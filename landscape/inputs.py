@@ -12,7 +12,10 @@ the three formats :func:`landscape.load_checkpoint` reads:
   ``"ce"`` when every target is an integer class index ``[N]``;
 * a **DomainBed** ``model.pkl``: the network DomainBed's algorithm held, its environments
   rebuilt by :mod:`landscape.data.domainbed` from ``data_dir`` (DomainBed's in / out split
-  of each, ``split=``), the loss cross-entropy.
+  of each, ``split=``), the loss cross-entropy. A landscape checkpoint written by
+  ``landscape train --dataset NAME`` (data spec ``{"name": "domainbed", ...}``) is read the
+  same way once loaded (its ``first`` samples of each split by default: the run's
+  ``--subsample``).
 
 ``model=`` / ``data=`` also take a SPEC string (``"path/file.py:callable"`` or
 ``"package.module:callable"``, :mod:`landscape.specs`) or a callable without arguments.
@@ -114,6 +117,14 @@ def _resolve_data(data) -> Mapping | None:
     )
 
 
+def is_domainbed_run(meta: Mapping) -> bool:
+    """Whether ``meta`` describes a DomainBed run: a ``model.pkl``, or a landscape checkpoint
+    of ``landscape train --dataset`` (its data spec is named ``"domainbed"``)."""
+    data = meta.get("data")
+    named = isinstance(data, Mapping) and data.get("name") == "domainbed"
+    return meta.get("format") == "domainbed" or named
+
+
 def _domainbed_domains(meta, *, names, default, data_dir, split, device, dtype, **loader):
     """The environments of a DomainBed checkpoint (``landscape.data.domainbed``) that will be
     analysed (``names``, else the defaults of :func:`_default_names`), and only those: the
@@ -128,6 +139,8 @@ def _domainbed_domains(meta, *, names, default, data_dir, split, device, dtype, 
     unknown = [n for n in names if n not in every]
     if unknown:  # the message of pick_domains
         raise ValueError(f"unknown domain {unknown[0]!r}; available: {', '.join(every)}")
+    if loader.get("first") is None and isinstance(meta.get("data"), Mapping):
+        loader["first"] = meta["data"].get("first")  # the samples the run had (--subsample)
     return domainbed_domains_from_metadata(
         meta, data_dir=data_dir, split=split or "in", environments=list(names), device=device,
         dtype=dtype or torch.float32, **loader,
@@ -262,7 +275,7 @@ def _all_domains(path, net, meta, user_data, *, data_dir, split, device, **run) 
     from landscape.data import build_domains
     from landscape.domains import check_domains
 
-    domainbed = user_data is None and meta.get("format") == "domainbed"
+    domainbed = user_data is None and is_domainbed_run(meta)
     if split is not None and not domainbed:
         raise ValueError(
             f"--split {split} selects a part of DomainBed's environments; {path.name} is not "
@@ -341,7 +354,7 @@ def load_for_analysis(
     net, meta = load_checkpoint(path, model=_resolve_model(model), device=dev)
     meta = dict(meta)
     user_data = _resolve_data(data)
-    domainbed = user_data is None and meta.get("format") == "domainbed"
+    domainbed = user_data is None and is_domainbed_run(meta)
     options = {"data_dir": data_dir, "split": split, "device": dev, "names": domains}
     options.update(default=default, batch_size=batch_size, first=subsample)
     all_domains = _all_domains(path, net, meta, user_data, **options)
