@@ -2,6 +2,9 @@
 
 Table 2 of Rame, Dancette & Cord (ICML 2022): Colored MNIST, IRM protocol, accuracies (%)
 at the last step, mean ± std over 10 restarts (docs/method.md section 4).
+
+Its DomainBed results (docs/method.md section 6): test-domain accuracy (%) averaged over the
+test domains of each data set, for each model selection method (:data:`PAPER_DOMAINBED`).
 """
 
 from __future__ import annotations
@@ -72,3 +75,54 @@ def compare_table2(table: dict[str, dict[str, list[float]]], restarts: dict[str,
             cells.append(f"{ours} ({p_mean:.1f} ± {p_std:.1f}) {ok}")
         lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + f" | {restarts.get(algo, 0)} |")
     return "\n".join(lines) + "\n"
+
+
+#: The paper's DomainBed results (docs/method.md section 6): selection method (``"oracle"``:
+#: test-domain validation, ``"training"``: training-domain validation) -> algorithm
+#: (DomainBed's name) -> data set (DomainBed's name) -> test-domain accuracy (%), averaged
+#: over the data set's test domains. Standard errors are not given there.
+PAPER_DOMAINBED: dict[str, dict[str, dict[str, float]]] = {
+    "oracle": {
+        "ERM": {
+            "ColoredMNIST": 57.8, "RotatedMNIST": 97.8, "VLCS": 77.6, "PACS": 86.7,
+            "OfficeHome": 66.4, "TerraIncognita": 53.0, "DomainNet": 41.3,
+        },
+        "Fishr": {
+            "ColoredMNIST": 68.8, "RotatedMNIST": 97.8, "VLCS": 78.2, "PACS": 86.9,
+            "OfficeHome": 68.2, "TerraIncognita": 53.6, "DomainNet": 41.8,
+        },
+    },
+    "training": {
+        "ERM": {
+            "ColoredMNIST": 51.5, "RotatedMNIST": 98.0, "VLCS": 77.5, "PACS": 85.5,
+            "OfficeHome": 66.5, "TerraIncognita": 46.1, "DomainNet": 40.9,
+        },
+        "Fishr": {
+            "ColoredMNIST": 52.0, "RotatedMNIST": 97.8, "VLCS": 77.8, "PACS": 85.5,
+            "OfficeHome": 67.8, "TerraIncognita": 47.4, "DomainNet": 41.7,
+        },
+    },
+}  # fmt: skip
+#: The paper's ``Avg`` column: the mean over its seven data sets, per selection and algorithm.
+PAPER_DOMAINBED_AVG: dict[str, dict[str, float]] = {
+    "oracle": {"ERM": 68.7, "Fishr": 70.8},
+    "training": {"ERM": 66.6, "Fishr": 67.1},
+}
+#: The data sets of the paper's DomainBed table, in its column order.
+PAPER_DOMAINBED_DATASETS: tuple[str, ...] = tuple(PAPER_DOMAINBED["oracle"]["ERM"])
+
+
+def paper_domainbed(selection: str, algorithm: str, dataset: str) -> float | None:
+    """The paper's DomainBed number (%), ``None`` where the paper gives none.
+
+    ``dataset="Avg"`` asks for the mean over the paper's seven data sets.
+
+    Example:
+        >>> paper_domainbed("oracle", "Fishr", "ColoredMNIST")
+        68.8
+        >>> paper_domainbed("oracle", "IRM", "PACS") is None
+        True
+    """
+    if dataset == "Avg":
+        return PAPER_DOMAINBED_AVG.get(selection, {}).get(algorithm)
+    return PAPER_DOMAINBED.get(selection, {}).get(algorithm, {}).get(dataset)
