@@ -1,4 +1,5 @@
-"""The ``landscape`` command: ``landscape {reproduce,train,curvature,score,surface,figures,data}``.
+"""The ``landscape`` command: ``landscape {reproduce,train,sweep,collect,curvature,score,
+surface,figures,data}``.
 
 Each sub-command lives in ``landscape/cli/<name>.py`` with ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``; this package is argparse only, the work
@@ -19,7 +20,17 @@ import sys
 from landscape.cli._common import add_threads_argument
 from landscape.cli._faults import check_writable, one_line_warnings, os_error_line
 
-COMMANDS = ["reproduce", "train", "curvature", "score", "surface", "figures", "data"]
+COMMANDS = [
+    "reproduce",
+    "train",
+    "sweep",
+    "collect",
+    "curvature",
+    "score",
+    "surface",
+    "figures",
+    "data",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

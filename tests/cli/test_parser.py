@@ -12,7 +12,14 @@ from landscape.cli import COMMANDS, build_parser, main
 
 ROOT = Path(__file__).resolve().parents[2]
 # positional arguments each command needs before its options can be parsed
-POSITIONALS = {"curvature": ["ckpt"], "score": ["ckpt"], "surface": ["ckpt"], "figures": ["run"]}
+POSITIONALS = {
+    "curvature": ["ckpt"],
+    "score": ["ckpt"],
+    "surface": ["ckpt"],
+    "figures": ["run"],
+    "collect": ["dir"],
+    "sweep": ["--dataset", "Debug28", "--algorithm", "ERM", "--out", "x"],  # required options
+}
 # files a user of the repository does not have
 OUTSIDE = re.compile(r"PAPER\.md|ENV\.md|DESIGN\.md|STYLE\.md|\.\./shared")
 
