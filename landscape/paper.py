@@ -10,6 +10,7 @@ test domains of each data set, for each model selection method (:data:`PAPER_DOM
 from __future__ import annotations
 
 from landscape.names import algorithm_name, mean_spread
+from landscape.tables import latex_escape, latex_tabular, markdown_table
 
 # algorithm -> column -> (mean, std)
 PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
@@ -36,6 +37,40 @@ def within_tolerance(ours: float, paper_mean: float, paper_std: float) -> bool:
     return abs(ours - paper_mean) <= tolerance(paper_std) + 1e-9
 
 
+TABLE2_COLUMNS = ("Train acc.", "Test acc.", "Grey test acc.")
+
+
+def table2_cells(
+    table: dict[str, dict[str, list[float]]], restarts: dict[str, int]
+) -> tuple[list[str], list[list[str]]]:
+    """``(columns, rows)`` of Table 2, ours beside the paper's (see :func:`compare_table2`).
+
+    Raises:
+        ValueError: an algorithm's row lacks one of the paper's columns (not a Colored MNIST
+            run).
+    """
+    columns = ["Method", *(f"{c} ours (paper)" for c in TABLE2_COLUMNS), "Restarts"]
+    rows = []
+    for algo, paper in PAPER_TABLE2.items():
+        if algo not in table:
+            continue
+        missing = [c for c in TABLE2_COLUMNS if c not in table[algo]]
+        if missing:
+            raise ValueError(
+                f"{algo!r} has no {missing[0]!r} column; Table 2 needs a Colored MNIST run "
+                f"(columns {', '.join(TABLE2_COLUMNS)}), got {', '.join(table[algo]) or 'none'}"
+            )
+        cells = []
+        for col in TABLE2_COLUMNS:
+            mean, std = table[algo][col]
+            p_mean, p_std = paper[col]
+            ok = "✓" if within_tolerance(mean, p_mean, p_std) else "✗"
+            ours = mean_spread(mean, std, restarts.get(algo, 0))
+            cells.append(f"{ours} ({p_mean:.1f} ± {p_std:.1f}) {ok}")
+        rows.append([NAMES[algo], *cells, str(restarts.get(algo, 0))])
+    return columns, rows
+
+
 def compare_table2(table: dict[str, dict[str, list[float]]], restarts: dict[str, int]) -> str:
     """Markdown table: ours (mean ± std) beside the paper's, with a mark when outside tolerance.
 
@@ -52,28 +87,19 @@ def compare_table2(table: dict[str, dict[str, list[float]]], restarts: dict[str,
         ValueError: an algorithm's row lacks one of the paper's columns (not a Colored MNIST
             run).
     """
-    columns = ["Train acc.", "Test acc.", "Grey test acc."]
-    lines = [
-        "| Method | " + " | ".join(f"{c} ours (paper)" for c in columns) + " | Restarts |",
-        "|---|" + "---|" * len(columns) + "---|",
-    ]
-    for algo, paper in PAPER_TABLE2.items():
-        if algo not in table:
-            continue
-        missing = [c for c in columns if c not in table[algo]]
-        if missing:
-            raise ValueError(
-                f"{algo!r} has no {missing[0]!r} column; Table 2 needs a Colored MNIST run "
-                f"(columns {', '.join(columns)}), got {', '.join(table[algo]) or 'none'}"
-            )
-        cells = []
-        for col in columns:
-            mean, std = table[algo][col]
-            p_mean, p_std = paper[col]
-            ok = "✓" if within_tolerance(mean, p_mean, p_std) else "✗"
-            ours = mean_spread(mean, std, restarts.get(algo, 0))
-            cells.append(f"{ours} ({p_mean:.1f} ± {p_std:.1f}) {ok}")
-        lines.append(f"| {NAMES[algo]} | " + " | ".join(cells) + f" | {restarts.get(algo, 0)} |")
+    return "\n".join(markdown_table(*table2_cells(table, restarts))) + "\n"
+
+
+def compare_table2_latex(
+    table: dict[str, dict[str, list[float]]], restarts: dict[str, int], caption: str = ""
+) -> str:
+    """The cells of :func:`compare_table2` as a LaTeX ``table`` (booktabs; needs the packages
+    of :data:`landscape.tables.LATEX_PACKAGES`), with ``caption`` when given."""
+    lines = [r"\begin{table}[t]", r"\centering"]
+    if caption:
+        lines.append(f"\\caption{{{latex_escape(caption)}}}")
+    lines += latex_tabular(*table2_cells(table, restarts))
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 

@@ -418,8 +418,10 @@ def _head_figures(analysis: AnalysisFolder):
 
 
 def _write_table2(run: RunFolder, out_dir: Path) -> list[Path]:
-    """``table2.md`` (ours beside the paper's Table 2) for a Colored MNIST run, else nothing."""
-    from landscape.paper import compare_table2
+    """``table2.md`` and ``table2.tex`` (ours beside the paper's Table 2) for a Colored MNIST
+    run, else nothing."""
+    from landscape.io import atomic_write
+    from landscape.paper import compare_table2, compare_table2_latex
     from landscape.training import RunResults
 
     results = RunResults.load(run.results_stem)
@@ -427,9 +429,18 @@ def _write_table2(run: RunFolder, out_dir: Path) -> list[Path]:
         table = compare_table2(results.table, results.restarts())
     except ValueError:  # not a Colored MNIST run: no paper numbers to compare with
         return []
-    path = out_dir / "table2.md"
-    path.write_text("# Colored MNIST (Table 2): ours (paper)\n\n" + table)
-    return [path]
+    title = "Colored MNIST (Table 2): ours (paper)"
+    caption = (f"{title}: accuracies (%) at the last step, mean ± std over restarts; ✓ within "
+               "max(2 paper std, 1.5 points) of the paper's mean.")  # fmt: skip
+    texts = {
+        "table2.md": f"# {title}\n\n" + table,
+        "table2.tex": compare_table2_latex(results.table, results.restarts(), caption),
+    }
+    paths = []
+    for name, text in texts.items():
+        atomic_write(out_dir / name, lambda f, text=text: f.write(text), binary=False)
+        paths.append(out_dir / name)
+    return paths
 
 
 def summary(analysis_dir: str | os.PathLike) -> str:

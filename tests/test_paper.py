@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from landscape.paper import NAMES, PAPER_TABLE2, compare_table2, tolerance, within_tolerance
+from landscape.paper import (
+    NAMES,
+    PAPER_TABLE2,
+    compare_table2,
+    compare_table2_latex,
+    tolerance,
+    within_tolerance,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ["Train acc.", "Test acc.", "Grey test acc."]
@@ -139,3 +146,20 @@ def test_names_are_the_shared_display_names():
 
     for algo in PAPER_TABLE2:
         assert NAMES[algo] == ALGORITHM_NAMES[algo] == algorithm_name(algo)
+
+
+def test_latex_table_holds_the_markdown_cells():
+    ours = paper_copy(erm={"Test acc.": 20.0})
+    markdown = rows(compare_table2(ours, {"erm": 3, "fishr": 2}))
+    latex = compare_table2_latex(ours, {"erm": 3, "fishr": 2}, caption="Table 2 (ours)")
+    body = [line for line in latex.splitlines() if line.endswith(r" \\")][1:]  # after the header
+    assert len(body) == len(markdown) == len(PAPER_TABLE2)
+    for line in body:
+        cells = [c.strip() for c in line.removesuffix(r" \\").split(" & ")]
+        expected = markdown[cells[0]]
+        assert len(cells) == len(expected) + 1
+        for cell, text in zip(cells[1:], expected, strict=True):
+            assert cell == text.replace("±", r"$\pm$").replace("✓", r"\checkmark{}").replace(
+                "✗", r"$\times$"
+            )
+    assert r"\caption{Table 2 (ours)}" in latex and latex.count(r"\toprule") == 1

@@ -236,13 +236,16 @@ def test_draw_figures_writes_table2_for_paper_columns(job, tmp_path):
     results.save(run / "results")
     paths = draw_figures(run, tmp_path / "no-analysis", tmp_path / "figures")
     assert sorted(p.name for p in paths) == [
-        "table2.md", "table2.pdf", "table2.png", "training_curves.pdf", "training_curves.png"
+        "table2.md", "table2.pdf", "table2.png", "table2.tex", "training_curves.pdf",
+        "training_curves.png",
     ]  # fmt: skip
     text = (tmp_path / "figures" / "table2.md").read_text()
     assert text.startswith("# Colored MNIST (Table 2): ours (paper)")
     erm = next(line for line in text.splitlines() if line.startswith("| ERM |"))
     mean, std = results.table["erm"]["Test acc."]
     assert f"{mean:.1f} ± {std:.1f} (14.0 ± 0.7)" in erm
+    latex = (tmp_path / "figures" / "table2.tex").read_text()
+    assert f"{mean:.1f} $\\pm$ {std:.1f} (14.0 $\\pm$ 0.7)" in latex
     assert erm.endswith("| 2 |")  # restarts
     assert any(line.startswith("| Fishr |") for line in text.splitlines())
 
@@ -317,11 +320,11 @@ def test_reproduce_command_tiny(tmp_path, capsys):
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "[1/3] training erm, fishr" in printed and "[3/3]" in printed
-    assert "| erm | head | dense |" in printed and "| fishr | whole network |" in printed
+    assert "| ERM | head | dense |" in printed and "| Fishr | whole network |" in printed
     analysis = sorted(p.stem for p in (out / "analysis").glob("*.json"))
     assert analysis == sorted(ANALYSIS_FILES)
     figures = sorted(p.name for p in (out / "figures").iterdir())
-    assert figures == sorted([*FIGURES, "table2.md", "table2.png", "table2.pdf"])
+    assert figures == sorted([*FIGURES, "table2.md", "table2.png", "table2.pdf", "table2.tex"])
     table = (out / "figures" / "table2.md").read_text()
     assert "| ERM |" in table and "| Fishr |" in table and "(86.4 ± 0.2)" in table
     head = InconsistencyResult.load(out / "analysis" / "score_head_fishr")

@@ -54,6 +54,7 @@ from landscape.sweeps.selection import (
     load_records,
     select,
 )
+from landscape.tables import LATEX_PACKAGES, latex_escape, latex_tabular, markdown_table
 
 #: What a missing cell shows (DomainBed's).
 MISSING = "X"
@@ -222,6 +223,10 @@ def build_report(loaded: Loaded, methods: Sequence[SelectionMethod], source: str
     return Report(header, sections)
 
 
+def _cells(table: Table) -> list[list[str]]:
+    return [[label, *(c.text() for c in cells)] for label, cells in table.rows]
+
+
 def to_markdown(report: Report) -> str:
     """The report in Markdown: one ``##`` section per selection method, ``###`` per table."""
     lines = ["# DomainBed results", "", *[f"{h}\n" for h in report.header]]
@@ -229,47 +234,23 @@ def to_markdown(report: Report) -> str:
         lines += [f"## Model selection: {method.name}", ""]
         for table in tables:
             lines += [f"### {table.title}", ""]
-            lines.append("| " + " | ".join(table.columns) + " |")
-            lines.append("|" + "---|" * len(table.columns))
-            for label, cells in table.rows:
-                lines.append("| " + " | ".join([label, *(c.text() for c in cells)]) + " |")
+            lines += markdown_table(table.columns, _cells(table))
             lines.append("")
             lines += [f"Note: {n}.\n" for n in table.notes]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-_LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"}
-_LATEX_SPECIAL.update({"\\": r"\textbackslash{}", "~": r"\textasciitilde{}", "^": r"\^{}"})
-
-
-def latex_escape(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped, ``±`` as ``$\\pm$``.
-
-    Example:
-        >>> latex_escape("+90% a_b 1.0 ± 0.2")
-        '+90\\\\% a\\\\_b 1.0 $\\\\pm$ 0.2'
-    """
-    out = "".join(_LATEX_SPECIAL.get(c, c) for c in text)
-    return out.replace("±", r"$\pm$")
-
-
 def _latex_table(table: Table) -> list[str]:
     lines = [f"\\subsubsection{{{latex_escape(table.title)}}}", "", r"\begin{center}"]
-    lines += [r"\adjustbox{max width=\textwidth}{%"]
-    lines += [r"\begin{tabular}{l" + "c" * (len(table.columns) - 1) + "}", r"\toprule"]
-    lines.append(" & ".join(f"\\textbf{{{latex_escape(c)}}}" for c in table.columns) + r" \\")
-    lines.append(r"\midrule")
-    for label, cells in table.rows:
-        texts = [latex_escape(label), *(latex_escape(c.text()) for c in cells)]
-        lines.append(" & ".join(texts) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{center}", ""]
+    lines += latex_tabular(table.columns, _cells(table))
+    lines += [r"\end{center}", ""]
     lines += [f"Note: {latex_escape(n)}.\n" for n in table.notes]
     return lines
 
 
 def to_latex(report: Report) -> str:
     """The report as a LaTeX document (booktabs, adjustbox), laid out as DomainBed's."""
-    lines = [r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{adjustbox}"]
+    lines = [r"\documentclass{article}", *LATEX_PACKAGES]
     lines += [r"\begin{document}", r"\section{Full DomainBed results}", ""]
     lines += [f"{latex_escape(h)}\n" for h in report.header]
     for method, tables in report.sections:
