@@ -7,7 +7,9 @@ import re
 
 from landscape.cli import build_parser
 
-PATH = re.compile(r"[\w./$-]+\.safetensors")
+# a path a user may copy (with a folder); bare file names (``model.safetensors``) name what a
+# run folder holds, not a file to open
+PATH = re.compile(r"[\w.$-]*/[\w./$-]+\.safetensors")
 
 
 def _help_texts():
