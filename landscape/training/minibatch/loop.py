@@ -181,8 +181,9 @@ def train_domainbed(
             _refuse_other_run(folder, config)
         else:
             _clear(folder)
-        if folder.is_done() and folder.model_path.is_file():
-            return folder.root
+        pkl = not config.save_domainbed_pkl or folder.domainbed_model_path.is_file()
+        if folder.is_done() and folder.model_path.is_file() and pkl:
+            return folder.root  # finished (a model.pkl asked for later is written from the state)
         with isolated_rng(), _deterministic_cuda():
             _train(config, folder, progress)
     return folder.root
