@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # threads of torch and BLAS for the tests (the suite passes with 1 and 2: make test THREADS=2)
 THREADS ?= 1
 
-.PHONY: demo test install data lint bench clean
+.PHONY: demo test install data lint bench clean notebooks
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: install data
 	# one thread (torch and OpenBLAS read OMP_NUM_THREADS): the tests are small and extra
 	# threads only contend (3.3 min here)
 	OMP_NUM_THREADS=$(THREADS) MPLBACKEND=Agg $(PY) -m pytest -q $(PYTEST_ARGS)
+
+# the notebooks stored with their outputs, executed from the project's own run (the Table 2
+# run: landscape reproduce --full --algorithm erm irm vrex fishr --out runs/table2)
+LANDSCAPE_RUN ?= runs/table2/run
+
+notebooks: install data
+	LANDSCAPE_RUN="$(LANDSCAPE_RUN)" $(PY) notebooks/_make.py --execute
 
 lint: install
 	$(PY) -m ruff check landscape tests benchmarks train_fishr.py
