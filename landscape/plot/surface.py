@@ -170,7 +170,7 @@ def plot_surface(
             dnorm = difference_norm([diff])
             cs = _panel(axes[-1], result, diff, dnorm, DIVERGING, levels)
             b, a = (domain_name(d) for d in difference.split(" - ", 1))
-            axes[-1].set_title(f"loss({b}) − loss({a})")
+            axes[-1].set_title(f"{b} − {a}")  # short: the colour bar says what it is
             _colorbar(fig, cs, [axes[-1]], dnorm, f"{NOTATION['risk_gap']} (loss)")
         for ax in axes:
             ax.set_xlabel(r"$\alpha$")

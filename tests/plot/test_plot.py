@@ -293,7 +293,7 @@ def test_surface_panels_and_shared_scale(saved):
     res = SurfaceResult.load(saved / "surface")
     fig, axes = plot_surface(res)
     assert len(axes) == 5  # four domains + "d1 - d0"
-    assert axes[-1].get_title() == "loss(d1) − loss(d0)"
+    assert axes[-1].get_title() == "d1 − d0"
     assert [ax.get_title() for ax in axes[:4]] == [f"loss on {d}" for d in DOMAINS]
     # one colour scale: every domain's contour levels are the same, spanning all domains
     levels = [ax.collections[0].levels for ax in axes[:4]]
@@ -313,7 +313,7 @@ def test_surface_panels_and_shared_scale(saved):
 def test_surface_choices(saved):
     res = SurfaceResult.load(saved / "surface")
     fig, axes = plot_surface(res, domains=["d2", "d0"], difference="d2 - d3")
-    assert len(axes) == 3 and axes[-1].get_title() == "loss(d2) − loss(d3)"
+    assert len(axes) == 3 and axes[-1].get_title() == "d2 − d3"
     fig, axes = plot_surface(res, domains=["d3"], difference="auto")
     assert len(axes) == 1
     fig, axes = plot_surface(res, value="accuracy", difference=None, log=True)
