@@ -58,7 +58,8 @@ def plot_variance_hessian(comparisons: Mapping[str, object], kind: str = "head")
             ax.set_yscale("log")
             ax.set_title(algorithm_name(algo))
             ax.set_xlabel(r"Hessian diagonal $\mathrm{diag}\,H_e$")
-            ax.legend(loc="upper left", markerscale=2, handletextpad=0.2)
+            # lower right: the points lie along the diagonal, that corner is empty
+            ax.legend(loc="lower right", markerscale=2, handletextpad=0.2)
         if np.isfinite(low):
             for ax in axes[0]:
                 ax.plot([low, high], [low, high], color=REFERENCE, ls="--", lw=0.8)
