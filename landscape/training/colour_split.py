@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from landscape import gemm
+
 
 def lit_channels(X: Tensor) -> Tensor | None:
     """Per sample of ``X [N, C, ...]``, the index of its only channel with a non-zero entry
@@ -109,11 +111,14 @@ class ColourSplitForward:
     anything else, or while the first layer carries forward hooks (per-sample moments of that
     layer), or on an input that requires grad, it returns ``model(X)``. The later layers are
     called as modules, so their hooks (the head's per-sample moments) fire as usual.
+    ``backend`` says whose BLAS computes the first layer's products, forward and backward
+    (:mod:`landscape.gemm`; ``"torch"``: torch's).
     """
 
-    def __init__(self, model: nn.Module, split: ColourSplit):
+    def __init__(self, model: nn.Module, split: ColourSplit, backend: str = "torch"):
         self.model = model
         self.split = split
+        self.backend = gemm.check_backend(backend)
         self._layers = first_linear(model)
         if self._layers is not None:
             width = split.X[0].numel()
@@ -133,7 +138,7 @@ class ColourSplitForward:
         first, rest = self._layers
         split = self.split
         hidden = _SplitLinear.apply(first.weight, first.bias, split.parts, split.groups,
-                                    X.shape[1])  # fmt: skip
+                                    X.shape[1], self.backend)  # fmt: skip
         return rest(hidden)
 
 
@@ -142,28 +147,33 @@ class _SplitLinear(torch.autograd.Function):
     ``parts[g] W[:, block of channel c]^T + b`` for group ``g = (c, start, stop)``, written in
     place (no concatenation); the weight gradient's block of channel ``c`` is
     ``grad[start:stop]^T parts[g]`` (zero for a channel without samples). The backward is
-    made of differentiable operations, so double backward works too."""
+    made of differentiable operations, so double backward works too. The products run on
+    ``backend``'s BLAS (:mod:`landscape.gemm`), the backward's too."""
 
     @staticmethod
-    def forward(ctx, weight, bias, parts, groups, channels):
+    def forward(ctx, weight, bias, parts, groups, channels, backend="torch"):
         block = weight.shape[1] // channels
         out = weight.new_empty((groups[-1][2], weight.shape[0]))
         for (c, start, stop), x in zip(groups, parts, strict=True):
             w = weight[:, c * block : (c + 1) * block].t()
-            if bias is None:
+            if backend != "torch":
+                gemm.mm_into(x, w, out[start:stop], backend)
+            elif bias is None:
                 torch.mm(x, w, out=out[start:stop])
             else:
                 torch.addmm(bias, x, w, out=out[start:stop])
+        if backend != "torch" and bias is not None:
+            out.add_(bias)
         ctx.parts, ctx.groups, ctx.channels, ctx.block = parts, groups, channels, block
-        ctx.has_bias = bias is not None
+        ctx.has_bias, ctx.backend = bias is not None, backend
         return out
 
     @staticmethod
     def backward(ctx, grad):
         blocks = [None] * ctx.channels
         for (c, start, stop), x in zip(ctx.groups, ctx.parts, strict=True):
-            blocks[c] = grad[start:stop].t() @ x
+            blocks[c] = gemm.matmul(grad[start:stop].t(), x, backend=ctx.backend)
         zero = grad.new_zeros((grad.shape[1], ctx.block))
         grad_weight = torch.cat([zero if b is None else b for b in blocks], dim=1)
         grad_bias = grad.sum(0) if ctx.has_bias else None
-        return grad_weight, grad_bias, None, None, None
+        return grad_weight, grad_bias, None, None, None, None

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscape import gemm
 from landscape.losses import build_loss
 from landscape.models import build_model
 from landscape.training import state as _state
@@ -88,6 +89,12 @@ class Trainer:
     The test domains are evaluated at the steps :meth:`evaluates_test_at` names (their
     columns are NaN in the other rows). ``trainer.colour_splits`` holds the training domains
     that are colour-split (``{domain: ColourSplit}``, with the permutation applied).
+
+    ``trainer.gemm`` is whose BLAS does the step's matrix products, ``"torch"`` or
+    ``"numpy"`` (:func:`landscape.gemm.backend`: fixed per machine, ``$LANDSCAPE_GEMM``
+    overrides it); the checkpoints' metadata records it. Both compute the same step up to
+    float rounding, so a run resumed on a machine with the other backend continues up to
+    rounding (not bit for bit).
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class Trainer:
             batches, self.train_domains, self.test_domains
         )
         self.colour_splits = self._split_colours() if split_colours else {}
+        self.gemm = gemm.backend()
         X0 = next(iter(batches.values()))[0]
         self.model_spec = model_spec(config, batches)
         # initialise on CPU with a private RNG stream: same weights on every device, and the
@@ -133,7 +141,10 @@ class Trainer:
             distance=config.distance,
             ema=config.ema,
             algorithm=algorithm,
-            forwards={d: ColourSplitForward(self.model, s) for d, s in self.colour_splits.items()},
+            forwards={
+                d: ColourSplitForward(self.model, s, self.gemm)
+                for d, s in self.colour_splits.items()
+            },
         )
         self._protocol = config.protocol
         self._objective = Objective(
@@ -196,12 +207,13 @@ class Trainer:
             raise ValueError(f"the run is finished ({self.config.steps} steps done)")
         if self._protocol.resets_optimizer_at(self.algorithm, t):
             self.optimizer = self.new_optimizer()
-        loss, row = self._objective(t, log_all, test=self.evaluates_test_at(t))
-        self._objective.check_finite(row, t)
-        if before_update is not None:
-            before_update(row)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with gemm.linear_layers_on(self.model, self.gemm):
+            loss, row = self._objective(t, log_all, test=self.evaluates_test_at(t))
+            self._objective.check_finite(row, t)
+            if before_update is not None:
+                before_update(row)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         self.optimizer.step()
         self.step = t + 1
         self.rows.append(row)
@@ -210,7 +222,8 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """The history row of the current weights (no update; Fishr's EMA state is kept)."""
         saved = copy.deepcopy(self.penalties.state_dict())
-        _, row = self._objective(self.step)
+        with gemm.linear_layers_on(self.model, self.gemm):
+            _, row = self._objective(self.step)
         self.penalties.load_state_dict(saved)
         self.model.zero_grad(set_to_none=True)
         return row
@@ -232,6 +245,7 @@ class Trainer:
             "penalty_weight": row["penalty_weight"],
             "accuracies": {d: row[f"acc/{d}"] for d in shown},
             "losses": {d: row[f"loss/{d}"] for d in shown},
+            "gemm": self.gemm,
         }
 
     def state_tensors(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
