@@ -30,6 +30,9 @@ the machine is (CPU model, ``nproc``, affinity, physical cores, cgroup CPU quota
 
 from __future__ import annotations
 
+# first, as the CLI does: the thread pools' settings (landscape.thread_pools)
+import landscape  # noqa: F401  # isort: skip
+
 import argparse
 import multiprocessing
 import os

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import importlib
 
+from landscape import thread_pools
+
+# before torch and NumPy load: how their thread pools wait (see landscape.thread_pools)
+thread_pools.prepare()
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

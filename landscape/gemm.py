@@ -31,10 +31,10 @@ GFLOPS with NumPy, interleaved in one process (``benchmarks/bench_gemm.py``).
   backends agree up to float rounding (another summation order), not bit for bit.
 
 Threads: NumPy's OpenBLAS has its own pool, which :func:`landscape.device.set_threads` (and
-so ``--threads``) limits along with torch's. OpenBLAS's idle workers wait for
-``OPENBLAS_THREAD_TIMEOUT`` (read when NumPy is loaded; ``2^n`` cycles, default ``n = 28``)
-yielding the CPU between polls; ``benchmarks/bench_gemm.py`` measures what that costs torch's
-OpenMP threads between products.
+so ``--threads``) limits along with torch's. Idle threads of either pool spin for a while
+and take the cores from the other pool: ``import landscape`` makes both wait passively where
+this backend is expected (:mod:`landscape.thread_pools`); ``benchmarks/bench_gemm.py``
+measures the hand-over.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ import os
 import re
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from landscape.thread_pools import cpu_vendor
 
 #: The backends: ``"torch"`` (torch's own BLAS) and ``"numpy"`` (NumPy's).
 BACKENDS = ("torch", "numpy")
@@ -74,18 +75,6 @@ def torch_blas(config: str | None = None) -> str:
             return "mkl" if torch.backends.mkl.is_available() else ""
     match = re.search(r"BLAS_INFO=([\w.-]+)", config)
     return match.group(1).lower() if match else ""
-
-
-def cpu_vendor(cpuinfo: str | None = None) -> str:
-    """The CPU vendor id (``"AuthenticAMD"``, ``"GenuineIntel"``) from ``/proc/cpuinfo``
-    (or ``cpuinfo``); ``""`` where there is none (not Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return ""
-    match = re.search(r"^vendor_id\s*:\s*(\S+)", cpuinfo, flags=re.MULTILINE)
-    return match.group(1) if match else ""
 
 
 def numpy_blas(config: dict | None = None) -> str:
