@@ -19,7 +19,7 @@ closed connection or, at worst, by the process group's timeout (:data:`TIMEOUT_E
 default :data:`DEFAULT_TIMEOUT` seconds).
 
 Every collective is counted in :data:`STATS` (``collectives``, ``bytes``: payload sent by one
-rank), for the benchmarks.
+rank, ``seconds`` spent in them), for the benchmarks.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ DEFAULT_TIMEOUT = 600.0
 POLL_SECONDS = 0.2
 """How often a rank waiting in a collective reads the store for a peer's error."""
 ERROR_KEY = "landscape/error/"
-STATS = {"collectives": 0, "bytes": 0}
-"""Collectives run by this process and the bytes of their payloads (reset freely)."""
+STATS = {"collectives": 0, "bytes": 0, "seconds": 0.0}
+"""Collectives run by this process, the bytes of their payloads and the seconds spent in
+them, waiting for peers included (reset freely)."""
 
 _state: dict = {"store": None, "every_rank_writes": 0}
 
@@ -230,7 +231,7 @@ def _wait(work) -> None:
         pause, last_check = 1e-5, time.monotonic()
         while not work.is_completed():
             time.sleep(pause)
-            pause = min(2 * pause, 5e-3)
+            pause = min(2 * pause, 1e-3)
             if time.monotonic() - last_check > POLL_SECONDS:
                 check_peers()
                 last_check = time.monotonic()
@@ -258,7 +259,9 @@ def all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     buffer = buffer.contiguous()
     STATS["collectives"] += 1
     STATS["bytes"] += buffer.numel() * buffer.element_size()
+    start = time.perf_counter()
     _wait(dist.all_reduce(buffer, async_op=True))
+    STATS["seconds"] += time.perf_counter() - start
     if buffer is not tensor:
         tensor.copy_(buffer)
     return tensor
