@@ -25,6 +25,8 @@ def as_batches(data, name: str = "domain") -> Sequence[Batch] | DataLoader:
             surfaces need the same data order at every pass), or batches are malformed.
         TypeError: the data is of an unsupported type.
     """
+    if isinstance(data, list) and getattr(data, "shard", None) is not None:
+        return data  # a rank's shard (landscape.distributed): validated when it was cut
     if isinstance(data, DataLoader):
         if isinstance(data.sampler, RandomSampler):
             raise ValueError(

@@ -28,7 +28,13 @@ T = TypeVar("T", bound="SavedResult")
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], binary: bool = True):
     """Write a file atomically: ``write(fileobj)`` fills a temporary file that then replaces
-    ``path`` (so a crash never leaves a half-written file). Parent folders are created."""
+    ``path`` (so a crash never leaves a half-written file). Parent folders are created.
+    Under torchrun only rank 0 writes (:func:`landscape.distributed.writes_here`); the other
+    ranks skip the write."""
+    from landscape.distributed.group import writes_here
+
+    if not writes_here():
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -143,7 +149,12 @@ class SavedResult:
             for f in dataclasses.fields(self)  # type: ignore[arg-type]
         }
         save_arrays(stem.with_suffix(".npz"), arrays)
-        write_json(stem.with_suffix(".json"), {"type": type(self).__name__, "fields": fields})
+        meta = {"type": type(self).__name__, "fields": fields}
+        from landscape.distributed.shard import describe
+
+        if (run := describe()) is not None:  # torchrun: world size, each rank's share
+            meta["distributed"] = run
+        write_json(stem.with_suffix(".json"), meta)
         return stem.with_suffix(".json")
 
     @classmethod

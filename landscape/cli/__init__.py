@@ -9,6 +9,8 @@ threads, :func:`landscape.device.set_threads`), and no option may be abbreviated
 ``landscape <command>: error: ...`` and exit with status 2; ``--out`` is checked writable
 before anything is computed, OS errors exit with 1 and Ctrl-C with 130 (one line each), and
 library warnings print as one line ``landscape: note: ...`` (``landscape/cli/_faults.py``).
+``score``, ``curvature`` and ``surface`` also run under ``torchrun --nproc_per_node N -m
+landscape ...`` (``landscape/cli/_distributed.py``): rank 0 prints and writes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import importlib
 import sys
 
 from landscape.cli._common import add_threads_argument
+from landscape.cli._distributed import launched_command
 from landscape.cli._faults import check_writable, one_line_warnings, os_error_line
 
 COMMANDS = [
@@ -71,13 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     from landscape.device import set_threads
 
     prog = f"landscape {args.command}"
+    from landscape.distributed import DistributedError
+
     try:
-        with one_line_warnings(), set_threads(args.threads):
+        with one_line_warnings(), set_threads(args.threads), launched_command(args):
             if getattr(args, "out", None) is not None:
                 check_writable(args.out)
             return int(args._module.run(args) or 0)
     except (ValueError, TypeError, FileNotFoundError) as err:
         args._parser.error(str(err))  # one line, exit status 2
+    except DistributedError as err:  # torchrun: another rank failed (its message)
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         print(f"{prog}: error: {os_error_line(err)}", file=sys.stderr)
         return 1

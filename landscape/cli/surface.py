@@ -231,11 +231,13 @@ def run(args: argparse.Namespace) -> int:
     model, meta, domains, loss_func = load_checkpoint(args, default="all")
     params = params_from_args(args.params)
 
+    from landscape.distributed import writes_here
+
     dirs = build_directions(args, model, loss_func, domains, params)
     out = Path(args.out)
     rows = out / "surface_rows"
-    if args.restart and rows.exists():
-        shutil.rmtree(rows)
+    if args.restart and rows.exists() and writes_here():  # torchrun: rank 0 removes them
+        shutil.rmtree(rows)  # before loss_surface's first collective lets any rank write
     try:
         result = loss_surface(
             model,

@@ -82,6 +82,12 @@ class Setup:
         )
 
 
+SHARDED = ("top_eigenpairs", "spectral_density")
+"""Analyses whose every pass over the data is a curvature operator's (its products, risk and
+gradient are all-reduced over the ranks' shards: :mod:`landscape.distributed.operator`);
+the others run on every rank's whole data under torchrun (replicated, exact)."""
+
+
 def prepare(
     model: nn.Module,
     loss_func: nn.Module,
@@ -95,6 +101,10 @@ def prepare(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     name = check_loss(loss_func)
     checked = check_domains(domains, min_domains=min_domains, what=what)
+    if what in SHARDED:  # under torchrun: this rank's exact shard of every domain
+        from landscape.distributed import shard_domains
+
+        checked = shard_domains(checked)
     selected = select_params(model, params)
     if is_backpack_extended(model):
         model = plain_copy(model)

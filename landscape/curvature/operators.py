@@ -170,6 +170,11 @@ class CurvatureOperator(CurvatureLinearOperator):
         if cls is CurvatureOperator:
             curvature = kwargs.get("curvature", args[4] if len(args) > 4 else None)
             cls = _OPERATORS[as_curvature(curvature or Curvature.HESSIAN)]
+        data = kwargs.get("data", args[2] if len(args) > 2 else None)
+        if getattr(data, "shard", None) is not None:  # a rank's shard: products all-reduced
+            from landscape.distributed.operator import sharded_class
+
+            cls = sharded_class(cls)
         return object.__new__(cls)
 
     def __init__(

@@ -62,7 +62,9 @@ def hessian_trace(
             result.standard_error[name] = 0.0
             result.num_products[name] = 0
         return result
-    for name, data in setup.domains.items():
+    from landscape.distributed import shard_domains
+
+    for name, data in shard_domains(setup.domains).items():  # torchrun: products all-reduced
         with setup.operator(data, curvature, progress) as op:
             probes = rademacher(op.dim, num_probes, int(seed), op.dtype, op.device)
             quad = (probes * op.matmat(probes.T).T).sum(dim=1, dtype=torch.float64)

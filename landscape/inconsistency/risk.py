@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
+from landscape.distributed.shard import mean_over_ranks
 from landscape.domains import as_batches, num_samples
 from landscape.inconsistency.head import HeadCache, cache_head_inputs
 from landscape.params import flatten, select_params, unflatten
@@ -120,7 +121,7 @@ class DisplacedRisk:
             for _, out, y, n in self._outputs(x, False):
                 total += float(self.loss_func(out, y)) * n
         self.evaluations += 1
-        value = total / self.num_samples
+        (value,) = mean_over_ranks(self.batches, total / self.num_samples)  # torchrun: shards
         self._check(value, x)
         return value
 
@@ -136,5 +137,6 @@ class DisplacedRisk:
                 grad += w * g
             total += float(loss.detach()) * w
         self.evaluations += 1
+        total, grad = mean_over_ranks(self.batches, total, grad)  # torchrun: over the shards
         self._check(total, x)
         return total, grad.detach().to("cpu", torch.float64).numpy()

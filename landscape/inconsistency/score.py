@@ -197,6 +197,10 @@ def _checked_inputs(model, loss_func, domains, params, settings: ScoreSettings):
             f"method='dense' builds [D, D] matrices and D={dim} is above {MAX_DENSE_DIM}; use "
             "method='matrix-free' (or 'auto') or fewer parameters (e.g. params='classifier')"
         )
+    if settings.method != "diagonal":  # under torchrun: exact shards, means all-reduced
+        from landscape.distributed import shard_domains
+
+        domains = shard_domains(domains)
     return domains, selected, settings
 
 
@@ -217,7 +221,7 @@ def _model_state_kept(model):
 
 def _score(model, loss_func, domains, selected, settings: ScoreSettings, t_start: float):
     """The body of :func:`inconsistency_score` on validated, resolved inputs."""
-    from landscape.domains import num_samples
+    from landscape.distributed import check_replicas, total_samples
 
     names, params = list(domains), list(selected)  # params resolved to exact names
     evaluators = {d: DisplacedRisk(model, loss_func, domains[d], params, name=d) for d in names}
@@ -229,6 +233,10 @@ def _score(model, loss_func, domains, selected, settings: ScoreSettings, t_start
         backends, dense_at_theta = _backends(model, loss_func, domains, params, settings, stack)
         at_theta = at_theta or dense_at_theta
         eigs = _solve_pairs(backends, pairs, settings)
+        check_replicas("the eigenpairs of the pairs", *[  # torchrun: replicas agree
+            np.r_[e.value, np.ravel(e.vector if e.vector is not None else [])]
+            for e in eigs.values()
+        ])  # fmt: skip
         solver_info = {f"{a} -> {b}": eig.record() for (a, b), eig in eigs.items()}
         for d, backend in backends.items():
             if backend.setup_record() is not None:
@@ -269,7 +277,7 @@ def _score(model, loss_func, domains, selected, settings: ScoreSettings, t_start
         solver=solver_info,
         check=checked,
         seed=int(settings.solver.seed),
-        num_samples={d: num_samples(domains[d]) for d in names},
+        num_samples={d: total_samples(domains[d]) for d in names},
         seconds=time.perf_counter() - t_start,
     )
 

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from landscape.distributed import every_rank_writes
+from landscape.distributed.surface import check_plane, gather_rows, owned_rows
 from landscape.surface.batchnorm import batch_norm_layers
 from landscape.surface.data import Domain, prepare_domains
 from landscape.surface.directions import Directions
@@ -143,6 +145,7 @@ def loss_surface(
     """
     opts = SurfaceOptions.merge(options, option_kwargs)
     _check_arguments(model, loss_func, directions)
+    check_plane(model, directions)  # torchrun: every rank holds the same plane
     alphas, betas = make_grid(grid, directions)
     plane = Plane.resolve(model, directions)
     data, seeds = prepare_domains(
@@ -169,17 +172,21 @@ def _rows(evaluator, plane, data, alphas, betas, settings, store, progress) -> d
     """Every row of the grid, ``{i: row}``: those ``store`` holds already, the others
     evaluated (and saved to ``store`` as each finishes)."""
     rows: dict[int, dict] = store.load(len(alphas)) if store is not None else {}
+    mine = owned_rows(len(alphas))  # torchrun: rows dealt to ranks (all of them on one)
     bar = tqdm(
-        total=len(alphas) * len(betas) * len(data),
-        initial=len(rows) * len(betas) * len(data),
+        total=len(mine) * len(betas) * len(data),
+        initial=sum(i in rows for i in mine) * len(betas) * len(data),
         disable=not progress,
         desc="loss surface",
         unit="pt",
     )
     with torch.no_grad(), bar:
-        for i, alpha in enumerate(alphas):
+        for i in mine:
             if i not in rows:
-                rows[i] = evaluator.row(plane, data, alpha, betas, settings["points_per_call"], bar)
+                rows[i] = evaluator.row(
+                    plane, data, alphas[i], betas, settings["points_per_call"], bar
+                )
                 if store is not None:
-                    store.save(i, rows[i])
-    return rows
+                    with every_rank_writes():  # each rank its own rows
+                        store.save(i, rows[i])
+    return gather_rows(rows, mine, list(data), (len(alphas), len(betas)))
