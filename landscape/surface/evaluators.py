@@ -17,7 +17,8 @@ batch through :func:`torch.func.functional_call` (the model is never modified). 
 
 * the plain path;
 * the first-layer shortcut (:class:`landscape.surface.first_layer.FirstLayer`, given the
-  domain's precomputed products and the point's coordinates);
+  domain's precomputed products and the point's coordinates; one point per call forms
+  :math:`Z_0 + \\alpha Z_1` once per row);
 * batch-norm statistics recomputed at the point
   (:func:`landscape.surface.batchnorm.recompute_batch_norm`);
 * several points per call (:func:`torch.func.vmap` over stacked parameters), which pays on
@@ -170,6 +171,8 @@ class Evaluator:
         """
         out = {}
         for name, domain in domains.items():
+            if self.first_layer is not None and points_per_call == 1:
+                domain = self.first_layer.at_row(domain, float(alpha))  # Z_0 + alpha Z_1
             losses = np.empty(len(betas))
             accs = np.full(len(betas), np.nan)
             for start in range(0, len(betas), points_per_call):
