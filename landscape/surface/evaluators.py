@@ -173,18 +173,17 @@ class Evaluator:
         for name, domain in domains.items():
             if self.first_layer is not None and points_per_call == 1:
                 domain = self.first_layer.at_row(domain, float(alpha))  # Z_0 + alpha Z_1
-            losses = np.empty(len(betas))
-            accs = np.full(len(betas), np.nan)
+            parts = []  # (loss, accuracy) tensors, copied to the host once per row
             for start in range(0, len(betas), points_per_call):
                 stop = min(start + points_per_call, len(betas))
                 if points_per_call == 1:
-                    loss, acc = self.point(plane, domain, alpha, betas[start])
+                    parts.append(self.point(plane, domain, alpha, betas[start]))
                 else:
-                    loss, acc = self.points(plane, domain, alpha, betas[start:stop])
-                losses[start:stop] = loss.double().cpu().numpy()
-                if self.accuracy:
-                    accs[start:stop] = acc.double().cpu().numpy()
+                    parts.append(self.points(plane, domain, alpha, betas[start:stop]))
                 bar.update(stop - start)
+            both = torch.stack([torch.cat([p[i].double() for p in parts]) for i in (0, 1)])
+            losses, accs = both.cpu().numpy()
+            accs = accs if self.accuracy else np.full(len(betas), np.nan)
             bad = np.flatnonzero(np.isnan(losses))
             if bad.size:
                 raise ValueError(
