@@ -11,7 +11,10 @@ Prints one table (one run, one thread): the cost per vector, as a ratio to one g
 * curvlinops 3's ``HessianLinearOperator``: its matvec, and its ``@`` on a ``[D, k]``
   matrix (``vmap`` over the columns, forward recomputed for every call);
 * the two determinism checks: ours (two forwards on 256 samples) and curvlinops'
-  (``check_deterministic=True``: two passes over the data with gradients, two products).
+  (``check_deterministic=True``: two passes over the data with gradients, two products);
+* every row also per Hessian-vector product (``/ HVP``: HVP-equivalents per vector, the
+  issue's goal <= 0.7 for blocks of k >= 8), and the floor of any exact block product: its
+  flops per vector (``torch.utils.flop_counter``) at the gradient's speed per flop.
 
 Data: ``benchmarks/_data.py:load_domains`` (real Colored MNIST when the MNIST cache is
 present). Usage:
@@ -38,8 +41,42 @@ from _timing import median_time  # noqa: E402
 COLUMNS = (1, 2, 8, 20)
 
 
+T_HVP: list[float] = []  # our single-vector Hessian-vector product, once measured
+
+
 def _row(name: str, seconds: float, per: int, t_grad: float) -> list[str]:
-    return [name, f"{1e3 * seconds / per:.1f}", f"{seconds / per / t_grad:.2f}"]
+    hvp = f"{seconds / per / T_HVP[0]:.2f}" if T_HVP else "-"
+    return [name, f"{1e3 * seconds / per:.1f}", f"{seconds / per / t_grad:.2f}", hvp]
+
+
+def _flop_floor(model, loss_func, data, k: int = 8) -> tuple[float, float]:
+    """Flops of one Hessian-vector product and of one vector of a vectorised block of ``k``,
+    each relative to one gradient's (``torch.utils.flop_counter``): a block cannot cost less
+    per vector than its flops at the gradient's speed."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import landscape.curvature.operators as ops
+
+    X, y = data[0]
+
+    def flops(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    grad = flops(lambda: loss_func(model(X), y).backward())
+    model.zero_grad(set_to_none=True)
+    op = ops.curvature_operator(model, loss_func, data)
+    op.build()
+    saved = ops.BLOCK_COLUMNS, ops.BLOCK_MAX_DIM
+    ops.BLOCK_COLUMNS, ops.BLOCK_MAX_DIM = k, op.dim
+    try:
+        one = flops(lambda: op @ torch.randn(op.dim))
+        block = flops(lambda: op @ torch.randn(op.dim, k)) / k
+    finally:
+        ops.BLOCK_COLUMNS, ops.BLOCK_MAX_DIM = saved
+        op.release()
+    return one / grad, block / grad
 
 
 def _ours(model, loss_func, data, t_grad, repeats, columns) -> list[list[str]]:
@@ -58,6 +95,7 @@ def _ours(model, loss_func, data, t_grad, repeats, columns) -> list[list[str]]:
             if curvature == "hessian" and params is None:
                 v = torch.randn(op.dim, generator=g)
                 t = median_time(lambda op=op, v=v: op @ v, repeats)
+                T_HVP[:] = [t]
                 rows.append(_row("ours: Hessian-vector product", t, 1, t_grad))
             for k in columns:
                 V = torch.randn(op.dim, k, generator=g)
@@ -146,12 +184,20 @@ def main() -> None:
     rows += _ours(model, loss_func, data, t_grad, args.repeats, COLUMNS)
     rows += _curvlinops(model, loss_func, data, t_grad, args.repeats, COLUMNS)
     rows += _checks(model, loss_func, data, t_grad, args.repeats)
-    header = ["what", "ms per vector", "/ gradient"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    header = ["what", "ms per vector", "/ gradient", "/ HVP"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    one, block = _flop_floor(model, loss_func, data)
+    print(
+        f"\nflops per vector, in gradients: Hessian-vector product {one:.2f}, vectorised block "
+        f"of 8 {block:.2f}. A block has the same flops per vector as one product (the k "
+        "vectors share no matrix product), so at the gradient's speed per flop it costs at "
+        f"least {block:.2f} gradients = {block * t_grad / T_HVP[0]:.2f} HVP-equivalents per "
+        "vector (goal <= 0.7 for k >= 8): the measured floor of exact block products here."
+    )
 
 
 if __name__ == "__main__":

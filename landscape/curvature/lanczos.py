@@ -19,13 +19,27 @@ residual norm is at that level (or at float64 rounding), never at a fixed multip
 dtype's epsilon.
 
 Convergence is decided on **true** residuals :math:`r_i = \\|A u_i - \\theta_i u_i\\|` of the
-Ritz vectors (``k`` extra products per check, with :math:`\\theta_i = u_i^\\top A u_i / u_i^\\top
-u_i`, the Rayleigh quotient of the returned vector), once the recurrence's estimate says the
-tolerance (or the noise level) is reached: error bound
+Ritz vectors :math:`u_i = Q_m s_i`, obtained without further products: every product the run
+made satisfies :math:`A q_j = Q_{j+1} h_j + w_j` exactly (``h_j`` the float64 coefficients of
+the re-orthogonalisation, both passes, and ``w_j`` the part orthogonal to the basis, which
+becomes :math:`\\beta_j q_{j+1}`), so :math:`A Q_m = Q_m H_m + w_m e_m^\\top` with the full
+(upper Hessenberg) coefficient matrix :math:`H_m` and
+
+.. math:: \\|A u_i - \\theta_i u_i\\|^2 = \\|(H_m - \\theta_i I) s_i\\|^2
+          + \\|w_m\\|^2 (e_m^\\top s_i)^2, \\qquad \\theta_i = s_i^\\top H_m s_i,
+
+the Rayleigh quotient of :math:`u_i`. :math:`H_m - T_m` holds the deviations of
+:math:`q_i^\\top A q_j` from the tridiagonal (rounding of the products and of the stored
+basis), which the recurrence's estimate :math:`\\beta_m |e_m^\\top s_i|` ignores; a fresh
+product of :math:`u_i` would differ from :math:`\\sum_j s_{ij} A q_j` only by the operator's
+rounding, the noise level :math:`\\eta` that every bound adds. The error bound
 :math:`\\min(r_i, r_i^2/\\delta_i) + \\eta \\le` ``tol`` :math:`\\cdot \\max_j |\\theta_j|`, with
 :math:`\\delta_i` the gap to the other Ritz values widened by their residuals (Kato-Temple /
-Saad), checked only once the Krylov space holds one more Ritz value than wanted (it stands
-for the spectrum not yet found).
+Saad), is checked after every step once the Krylov space holds one more Ritz value than
+wanted (it stands for the spectrum not yet found): the run makes exactly one product per
+Krylov step (before: ``k`` more products per check, up to a third of a run's products).
+After a restart (an invariant Krylov space, see :func:`lanczos`) the discarded
+:math:`w_j` (at the noise level) adds :math:`|s_{ij}|\\,\\|w_j\\|` to :math:`r_i`.
 """
 
 from __future__ import annotations
@@ -89,9 +103,10 @@ def lanczos(
     product at a time (scalars in float64, see the module docstring). After every product the
     recurrence's error estimate :math:`\\min(\\hat r_i, \\hat r_i^2/\\delta_i)` with
     :math:`\\hat r_i = \\beta_m |e_m^\\top s_i|` is checked; when it meets ``tol`` (or the
-    noise level :math:`\\eta`), the true residuals of the wanted Ritz pairs are computed and
-    the iteration stops if :math:`\\min(r_i, r_i^2/\\delta_i) + \\eta \\le` ``tol``
-    :math:`\\cdot \\max_j|\\theta_j|` (converged), or if only the noise level stands in the way
+    noise level :math:`\\eta`), the true residuals of the wanted Ritz pairs are computed (from
+    the recorded coefficients, without products: module docstring) and the iteration stops
+    if :math:`\\min(r_i, r_i^2/\\delta_i) + \\eta \\le` ``tol`` :math:`\\cdot \\max_j|\\theta_j|`
+    (converged), or if only the noise level stands in the way
     (not converged: more products cannot help). Eigenvector errors are about
     :math:`r_i / \\delta_i`: pass a smaller ``tol`` when the vectors matter.
 
@@ -108,18 +123,17 @@ def lanczos(
         tol: relative accuracy of the wanted eigenvalues (see above; read as at least
             :data:`FLOAT64_FLOOR`, the float64 rounding level of the residuals); ``None``:
             :func:`resolve_tol` for ``v0``'s dtype (1e-8 in float64, 1e-6 in float32).
-        max_iter: at most this many Krylov steps (default ``min(D, max(300, 20 k))``); the
-            true residuals cost up to ``k`` (``2k`` for ``"both"``) products more per check.
+        max_iter: at most this many Krylov steps, i.e. products (default
+            ``min(D, max(300, 20 k))``).
         progress: progress bar over products.
-        steps: run exactly this many steps (no convergence test, no residual products), e.g.
-            for quadrature.
+        steps: run exactly this many steps (no convergence test), e.g. for quadrature.
 
     Returns:
         ``dict`` with ``largest`` / ``smallest`` (``(values [k], vectors [D, k],
         residuals [k])``: Rayleigh quotients, unit vectors in ``v0``'s dtype, true residuals
         :math:`\\|A u - \\theta u\\|`, or the recurrence's estimates with ``steps``),
-        ``alpha``, ``beta`` (the tridiagonal, float64), ``num_products`` (all products,
-        residual checks included), ``steps`` (Krylov dimension ``m``), ``converged``,
+        ``alpha``, ``beta`` (the tridiagonal, float64), ``num_products`` (all products:
+        one per step), ``steps`` (Krylov dimension ``m``), ``converged``,
         ``bounds`` (``{end: [k]}`` eigenvalue error bounds), ``noise`` (:math:`\\eta`),
         ``nodes`` and ``weights`` (Gauss quadrature: Ritz values and :math:`(e_1^\\top s_j)^2`).
     """
@@ -133,19 +147,16 @@ def lanczos(
     tol = resolve_tol(tol, v0.dtype)
     run = _Krylov(matvec, v0, limit)
     bar = tqdm(total=limit, desc="Lanczos", unit="product", disable=not progress, leave=False)
-    check, next_check = None, np.inf
+    check = None
     while True:
         run.step()
         bar.update(1)
         if steps is None and run.m >= min(k * len(ends) + 1, limit) and not run.invariant:
             estimate = run.estimate(ends, k)
-            floor = max(_target(tol, run.scale), run.noise)
-            if estimate <= floor and estimate <= next_check:
-                check = run.check(ends, k, tol)
-                bar.update(check.products)
+            if estimate <= max(_target(tol, run.scale), run.noise):
+                check = run.check(ends, k, tol)  # true residuals, no products
                 if check.converged or check.noise_limited:
                     break
-                next_check = 0.1 * estimate
         if run.m == limit or (steps is not None and run.invariant):
             break
         run.extend()
@@ -203,11 +214,10 @@ class _Check:
     """True residuals of the wanted Ritz pairs at Krylov dimension ``m``."""
 
     m: int
-    pairs: dict[str, tuple[np.ndarray, Tensor, np.ndarray]]
+    pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # (values, index, residuals)
     bounds: dict[str, np.ndarray]
     converged: bool
     noise_limited: bool
-    products: int
 
 
 class _Basis:
@@ -270,6 +280,8 @@ class _Krylov:
         self.Q = _Basis((v / v.norm()).to(v0.dtype), limit)
         self.alpha: list[float] = []
         self.beta: list[float] = []
+        self.h: list[np.ndarray] = []  # h_j = Q_{j+1}^T A q_j, both passes (float64)
+        self.lost: dict[int, float] = {}  # |w_j| discarded at a restart after step j
         self.noise = 0.0
         self.products = 0
         self.restarts = torch.Generator().manual_seed(0x5EED)
@@ -295,23 +307,32 @@ class _Krylov:
         return self.matvec(v)
 
     def step(self) -> None:
-        """One product :math:`w = A q_j`, float64 full re-orthogonalisation (twice when the
-        norm drops by more than 0.7, the DGKS criterion), :math:`\\alpha_j`, :math:`\\beta_j`."""
+        """One product :math:`w = A q_j`; the three-term recurrence's :math:`\\alpha_j q_j +
+        \\beta_{j-1} q_{j-1}` subtracted first, then one float64 full re-orthogonalisation
+        pass (twice when it drops the norm by more than 0.7, the DGKS criterion: rare once the
+        large components are gone, so one pass over the basis per step instead of two);
+        :math:`\\alpha_j`, :math:`\\beta_j`, and the coefficients :math:`h_j`."""
         j = self.m
-        w = self.product(self.Q[j].to(self.dtype)).to(torch.float64)
-        h = self.Q.coefficients(w)
-        expected = torch.zeros_like(h)
-        expected[j] = h[j]
+        q = self.Q[j].to(torch.float64)
+        w = self.product(q.to(self.dtype)).to(torch.float64)
+        local = torch.zeros(j + 1, dtype=torch.float64, device=w.device)
+        local[j] = q @ w
+        w = w - local[j] * q
         if j > 0:
-            expected[j - 1] = self.beta[j - 1]
-        self.noise = max(self.noise, float((h - expected).abs().max()))
+            local[j - 1] = self.beta[j - 1]
+            w = w - self.beta[j - 1] * self.Q[j - 1].to(torch.float64)
         before = float(w.norm())
-        w = w - self.Q.combine(h)
+        c = self.Q.coefficients(w)  # deviations from the tridiagonal (alpha_j absorbs c[j])
+        deviation = torch.cat([c[:j], c[j + 1 :]])
+        self.noise = max(self.noise, float(deviation.abs().max()) if j else 0.0)
+        w = w - self.Q.combine(c)
         if float(w.norm()) < 0.7 * before:
             again = self.Q.coefficients(w)
             w = w - self.Q.combine(again)
-            h = h + again
+            c = c + again
+        h = local + c
         self.alpha.append(float(h[j]))
+        self.h.append(h.cpu().numpy())
         self.w, self.b = w, float(w.norm())
         self.theta, self.S = _tridiagonal_eigh(self.alpha, self.beta)
 
@@ -322,6 +343,7 @@ class _Krylov:
             self.beta.append(self.b)
             self.Q.append(self.w / self.b)
             return
+        self.lost[self.m - 1] = self.b
         w = torch.randn(self.D, generator=self.restarts, dtype=torch.float64).to(self.device)
         for _ in range(2):
             w = w - self.Q.combine(self.Q.coefficients(w))
@@ -340,22 +362,39 @@ class _Krylov:
         U = self.Q.combine(S)
         return (U / U.norm(dim=0)).to(self.dtype)
 
+    def hessenberg(self) -> np.ndarray:
+        """:math:`H_m` ``[m, m]``: column ``j`` holds :math:`h_j` and :math:`\\beta_j` below
+        it, so that :math:`A Q_m = Q_m H_m + w_m e_m^\\top` (module docstring)."""
+        m = self.m
+        H = np.zeros((m, m))
+        for j, h in enumerate(self.h):
+            H[: j + 1, j] = h
+            if j + 1 < m:
+                H[j + 1, j] = self.beta[j]
+        return H
+
+    def residuals(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rayleigh quotients :math:`s_i^\\top H_m s_i` and true residual norms of the Ritz
+        vectors :math:`Q_m s_i`, ``i`` in ``idx``, from the recorded coefficients (no product;
+        module docstring)."""
+        S = self.S[:, idx]
+        HS = self.hessenberg() @ S
+        values = (S * HS).sum(axis=0)
+        res = np.sqrt(((HS - S * values) ** 2).sum(axis=0) + (self.b * S[-1]) ** 2)
+        for j, norm in self.lost.items():
+            res = res + norm * np.abs(S[j])
+        return values, res
+
     def check(self, ends, k: int, tol: float) -> _Check:
-        """True residuals and error bounds of the wanted Ritz pairs."""
-        before = self.products
+        """True residuals and error bounds of the wanted Ritz pairs (no products)."""
         estimates = self.b * np.abs(self.S[-1])
         gaps, target = _gaps(self.theta, estimates), _target(tol, self.scale)
         pairs, bounds, converged, limited = {}, {}, True, True
         for end, idx in _ends_index(self.m, ends, k).items():
-            U = self.ritz_vectors(idx)
-            AU = torch.stack([self.product(u) for u in U.T], dim=1).to(torch.float64)
-            U64 = U.to(torch.float64)
-            norms2 = (U64 * U64).sum(0)
-            values = (U64 * AU).sum(0) / norms2
-            res = ((AU - U64 * values).norm(dim=0) / norms2.sqrt()).cpu().numpy()
+            values, res = self.residuals(idx)
             quad = _quadratic(res, gaps[idx])
             bounds[end] = quad + self.noise
-            pairs[end] = (values.cpu().numpy(), U, res)
+            pairs[end] = (values, idx, res)
             failing = bounds[end] > target
             converged &= not failing.any()
             # more products cannot help: the residual is at the noise level, the target is
@@ -363,8 +402,7 @@ class _Krylov:
             # the recurrence's estimate
             stuck = (quad <= self.noise) | (target <= 2 * self.noise) | (res > 10 * estimates[idx])
             limited &= bool(stuck[failing].all())
-        products = self.products - before
-        return _Check(self.m, pairs, bounds, converged, limited and not converged, products)
+        return _Check(self.m, pairs, bounds, converged, limited and not converged)
 
     def finish(self, ends, k: int, tol: float, check: _Check | None, residuals: bool) -> dict:
         """The returned dictionary (see :func:`lanczos`)."""
@@ -379,7 +417,9 @@ class _Krylov:
         }
         if residuals:
             check = check if check is not None else self.check(ends, k, tol)
-            out.update({end: check.pairs[end] for end in ends})
+            for end in ends:
+                values, idx, res = check.pairs[end]
+                out[end] = (values, self.ritz_vectors(idx), res)
             out["bounds"], out["converged"] = check.bounds, check.converged
         else:
             estimates = self.b * np.abs(self.S[-1])

@@ -28,7 +28,9 @@ class CountingOperator(spla.LinearOperator):
     """
 
     def __init__(self, op, shift: float = 0.0):
+        self.torch_op = None  # a torch operator (``@`` on tensors of its device), if given
         if hasattr(op, "to_scipy"):
+            self.torch_op = op
             op = op.to_scipy()
         if isinstance(op, np.ndarray):
             op = spla.aslinearoperator(np.asarray(op, dtype=np.float64))
@@ -115,15 +117,10 @@ def lanczos_ritz(
         >>> pairs.values.round(10).tolist(), pairs.converged
         ([2.0, 5.0], True)
     """
-    import torch
-
     from landscape.curvature import lanczos
 
     n = op.shape[0]
-    v0 = torch.from_numpy(np.random.default_rng(seed).standard_normal(n))
-
-    def matvec(v):
-        return torch.from_numpy(np.asarray(op.matvec(v.numpy()), dtype=np.float64))
+    v0, matvec = _device_products(op, np.random.default_rng(seed).standard_normal(n))
 
     out = lanczos(matvec, v0, k=min(k, n), which=which, tol=tol, max_iter=max_iter, steps=steps)
     ends = [out[e] for e in ("smallest", "largest") if e in out]
@@ -150,6 +147,29 @@ def lanczos_ritz(
         noise=float(out.get("noise", 0.0)),
         bounds=bounds,
     )
+
+
+def _device_products(op: CountingOperator, v0: np.ndarray):
+    """``(start vector, matvec)`` in float64 torch tensors for :func:`lanczos`: on the torch
+    operator's device when ``op`` wraps one (Krylov basis and re-orthogonalisation stay there;
+    the products are the same as through SciPy: float64 vectors rounded to the operator's
+    dtype, results widened back, counted in ``op.products``), else through ``op`` on the host."""
+    import torch
+
+    inner = getattr(op, "torch_op", None)
+    if inner is None:
+
+        def host(v):
+            return torch.from_numpy(np.asarray(op.matvec(v.numpy()), dtype=np.float64))
+
+        return torch.from_numpy(v0), host
+
+    def device(v):
+        op.products += 1
+        w = (inner @ v.to(inner.dtype)).to(torch.float64)
+        return w + op.shift * v if op.shift else w
+
+    return torch.from_numpy(v0).to(inner.device), device
 
 
 def _numpy(t) -> np.ndarray:

@@ -17,7 +17,8 @@ batch through :func:`torch.func.functional_call` (the model is never modified). 
 
 * the plain path;
 * the first-layer shortcut (:class:`landscape.surface.first_layer.FirstLayer`, given the
-  domain's precomputed products and the point's coordinates);
+  domain's precomputed products and the point's coordinates; one point per call forms
+  :math:`Z_0 + \\alpha Z_1` once per row);
 * batch-norm statistics recomputed at the point
   (:func:`landscape.surface.batchnorm.recompute_batch_norm`);
 * several points per call (:func:`torch.func.vmap` over stacked parameters), which pays on
@@ -170,18 +171,19 @@ class Evaluator:
         """
         out = {}
         for name, domain in domains.items():
-            losses = np.empty(len(betas))
-            accs = np.full(len(betas), np.nan)
+            if self.first_layer is not None and points_per_call == 1:
+                domain = self.first_layer.at_row(domain, float(alpha))  # Z_0 + alpha Z_1
+            parts = []  # (loss, accuracy) tensors, copied to the host once per row
             for start in range(0, len(betas), points_per_call):
                 stop = min(start + points_per_call, len(betas))
                 if points_per_call == 1:
-                    loss, acc = self.point(plane, domain, alpha, betas[start])
+                    parts.append(self.point(plane, domain, alpha, betas[start]))
                 else:
-                    loss, acc = self.points(plane, domain, alpha, betas[start:stop])
-                losses[start:stop] = loss.double().cpu().numpy()
-                if self.accuracy:
-                    accs[start:stop] = acc.double().cpu().numpy()
+                    parts.append(self.points(plane, domain, alpha, betas[start:stop]))
                 bar.update(stop - start)
+            both = torch.stack([torch.cat([p[i].double() for p in parts]) for i in (0, 1)])
+            losses, accs = both.cpu().numpy()
+            accs = accs if self.accuracy else np.full(len(betas), np.nan)
             bad = np.flatnonzero(np.isnan(losses))
             if bad.size:
                 raise ValueError(

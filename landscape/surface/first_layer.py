@@ -7,12 +7,18 @@ When the first layer that owns parameters is an ``nn.Linear`` fed directly by th
 
     (W_0 + \\alpha D_1 + \\beta D_2)\\,x = W_0 x + \\alpha (D_1 x) + \\beta (D_2 x),
 
-so :math:`W_0 x, D_1 x, D_2 x` are computed once per batch of each domain
-(:meth:`FirstLayer.attach`) and each grid point skips the layer's matrix product (on the
-Colored MNIST MLP, the 392 -> 390 layer holds half the flops). During one forward pass
-(:meth:`FirstLayer.inject`, given the batch's products and the point's :math:`\\alpha,
-\\beta` as arguments) the layer receives an input with 0 features and a weight ``[out, 0]``
-(so ``F.linear`` only broadcasts the displaced bias) and a forward hook adds the sum.
+so the affine pieces :math:`Z_0 = W_0 x + c_0`, :math:`Z_1 = D_1 x + c_1`, :math:`Z_2 = D_2 x +
+c_2` (with the layer's bias :math:`c_0` and its directions :math:`c_1, c_2`; zero where the
+bias does not move) are computed once per batch of each domain (:meth:`FirstLayer.attach`)
+and the layer's output at :math:`(\\alpha, \\beta)` is :math:`Z_0 + \\alpha Z_1 + \\beta Z_2`:
+each grid point skips the layer's matrix product (on the Colored MNIST MLP, the 392 -> 390
+layer holds half the flops). Along a grid row (:meth:`FirstLayer.at_row`) :math:`Z_0 +
+\\alpha Z_1` is formed once, and a point costs one fused pass :math:`Z_r + \\beta Z_2` (read
+two ``[N, out]`` arrays, write one; before: a bias broadcast and three in-place adds, ten
+passes over ``[N, out]`` arrays, memory-bound once the pieces outgrow the cache). During one
+forward pass (:meth:`FirstLayer.inject`, given the batch's pieces and the point's
+:math:`\\alpha, \\beta`) the layer receives one input row with 0 features and a weight ``[out,
+0]`` (so ``F.linear`` costs nothing) and a forward hook returns the sum in its place.
 """
 
 from __future__ import annotations
@@ -173,17 +179,30 @@ class FirstLayer:
         self.empty_weight = self.module.weight.new_zeros((self.module.out_features, 0)).detach()
 
     def attach(self, domain: Domain, plane: Plane) -> Domain:
-        """``domain`` with, per batch, the products :math:`(W_0 x, D_1 x, D_2 x)` of the
-        layer's input ``x`` (``None`` for a direction that does not move the weight)."""
-        w = self.weight_name
+        """``domain`` with, per batch, the affine pieces :math:`(Z_0, Z_1, Z_2)` of the
+        layer's input ``x`` (module docstring; ``None`` for a direction that moves neither
+        the weight nor the bias)."""
+        w, c = self.weight_name, f"{self.name}.bias"
         w0 = plane.origin[w] if w in plane.origin else self.module.weight.detach()
-        dw1, dw2 = plane.d1.get(w), plane.d2.get(w)
+        c0 = self.module.bias
+        c0 = plane.origin[c] if c in plane.origin else (None if c0 is None else c0.detach())
+        moves = [(plane.d1.get(w), plane.d1.get(c)), (plane.d2.get(w), plane.d2.get(c))]
         pieces = []
         for X, _ in domain.batches:
             x = capture_input(self.model, self.module, {}, X)
-            z1 = None if dw1 is None else x @ dw1.T
-            z2 = None if dw2 is None else x @ dw2.T
-            pieces.append((x @ w0.T, z1, z2))
+            z = [None if dw is None and dc is None else _affine(x, dw, dc) for dw, dc in moves]
+            pieces.append((_affine(x, w0, c0), z[0], z[1]))
+        return dataclasses.replace(domain, pieces=pieces)
+
+    def at_row(self, domain: Domain, a: float) -> Domain:
+        """``domain`` with pieces :math:`(Z_0 + a Z_1, None, Z_2)` for the points of one grid
+        row (``a`` fixed): a point then costs one fused pass (module docstring)."""
+        if domain.pieces is None:
+            return domain
+        pieces = [
+            (z0 if z1 is None else torch.add(z0, z1, alpha=a), None, z2)
+            for z0, z1, z2 in domain.pieces
+        ]
         return dataclasses.replace(domain, pieces=pieces)
 
     def params(self, params: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -192,23 +211,25 @@ class FirstLayer:
 
     @contextmanager
     def inject(self, pieces: Pieces, a, b) -> Iterator[None]:
-        """While active, the layer outputs :math:`b_{\\theta} + W_0 x + a D_1 x + b D_2 x` from
-        ``pieces`` of the current batch; ``a, b`` are floats (one point: fused in-place adds)
-        or batched scalars under :func:`torch.func.vmap`."""
+        """While active, the layer outputs :math:`Z_0 + a Z_1 + b Z_2` from ``pieces`` of the
+        current batch (its own bias is in the pieces); ``a, b`` are floats (one point: one
+        fused pass per term) or batched scalars under :func:`torch.func.vmap`."""
         z0, z1, z2 = pieces
 
         def pre(mod, args):
-            return (args[0][..., :0],) + tuple(args[1:])
+            x = args[0]
+            return (x[:1, ..., :0] if x.dim() > 1 else x[..., :0],) + tuple(args[1:])
 
         def post(mod, args, output):
-            if isinstance(a, float):  # one point: fused in-place adds (memory-bound)
-                out = output.add_(z0)
-                if z1 is not None:
-                    out = out.add_(z1, alpha=a).add_(z2, alpha=b)
-                return out
-            out = output + z0  # vmap: a, b are batched scalars
-            if z1 is not None:
-                out = out + a * z1 + b * z2
+            terms = [(z, c) for z, c in ((z1, a), (z2, b)) if z is not None]
+            if not terms:
+                return z0.clone()  # a fresh tensor: the next module may work in place
+            if isinstance(a, float):  # one point: fused multiply-adds, a fresh tensor
+                out = torch.add(z0, terms[0][0], alpha=terms[0][1])
+                return out.add_(terms[1][0], alpha=terms[1][1]) if len(terms) > 1 else out
+            out = z0  # vmap: a, b are batched scalars
+            for z, c in terms:
+                out = out + c * z
             return out
 
         h1 = self.module.register_forward_pre_hook(pre)
@@ -218,3 +239,12 @@ class FirstLayer:
         finally:
             h1.remove()
             h2.remove()
+
+
+def _affine(x: Tensor, dw: Tensor | None, dc: Tensor | None) -> Tensor:
+    """:math:`D x + c` for a direction ``D`` of the weight and ``c`` of the bias (either may
+    be ``None``: zero)."""
+    if dw is None:
+        return dc.expand(*x.shape[:-1], -1).clone()
+    out = x @ dw.T
+    return out if dc is None else out.add_(dc)

@@ -129,7 +129,9 @@ def test_top_k_iterates_until_the_k_ritz_pairs_converge(dtype):
     setup = free.solver["operator e0"]
     assert len(setup["lanczos_residuals"]) == k
     assert max(setup["lanczos_residuals"]) < 1e-4
-    assert setup["setup_products"] > 2 * k + 10  # more than the old fixed budget
+    # one product per Lanczos step (true residuals from the recorded coefficients), at least
+    # k + 1 steps before the first check; the accuracy above is the test
+    assert setup["setup_products"] >= k + 1
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
