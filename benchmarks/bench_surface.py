@@ -20,7 +20,9 @@ runs (the first-layer shortcut needs a linear first layer). Printed:
   first-layer shortcut: the forward pass minus the first layer's product alone;
 * for each of our evaluation paths and the plain loop: time per (grid point, domain), its
   ratio to one forward pass (goal <= 1.2) and the speed-up over the plain loop (goal
-  >= 1.0 on CPU). Both compute loss and accuracy. The paths take turns on the same rows
+  >= 1.0 on CPU). Both compute loss and accuracy. With ``--params classifier`` only the head
+  moves, and the frozen-prefix path (the layers before the head evaluated once per domain,
+  :mod:`landscape.surface.prefix`) is timed beside the others. The paths take turns on the same rows
   of the grid (``--rounds``), so that a change of machine load hits them alike.
 
 Usage::
@@ -29,6 +31,7 @@ Usage::
     python benchmarks/bench_surface.py --quick    # 5 x 5 grid, 1,000 samples
     python benchmarks/bench_surface.py --device cuda --points-per-call 1 4 16 64
     python benchmarks/bench_surface.py --model resnet18 --n 64 --grid 5
+    python benchmarks/bench_surface.py --params classifier   # head directions: + frozen prefix
 """
 
 from __future__ import annotations
@@ -122,6 +125,10 @@ def parse(argv):
     )
     parser.add_argument("--no-reference", action="store_true", help="skip the plain loop")
     parser.add_argument(
+        "--params", default=None, help="move only these parameters (e.g. classifier: then the "
+        "frozen-prefix path runs the head alone on cached inputs, timed beside the others)"
+    )  # fmt: skip
+    parser.add_argument(
         "--rounds", type=int, default=5, help="interleaved rounds of grid rows (default 5)"
     )
     return parser.parse_args(argv)
@@ -173,21 +180,21 @@ def run_rounds(model, loss_func, domains, dirs, alphas, betas, paths, args, devi
     machine load hits all paths alike; ``(seconds per path, losses per path, seconds of the
     plain loop or None, its losses, how far it left the model displaced)``."""
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    spent = {label: 0.0 for label, _, _ in paths}
+    spent = {label: 0.0 for label, *_ in paths}
     forwards = []  # (forward, first layer's product) per round, timed between the paths
-    results = {label: [] for label, _, _ in paths}
+    results = {label: [] for label, *_ in paths}
     reference, displaced, ref = (None if args.no_reference else 0.0), None, []
     rounds = min(args.rounds, len(alphas))
     for r in range(rounds):
         rows_alpha = alphas[r::rounds]
         forwards.append(time_forward(model, loss_func, domains, device, 5))
-        for label, first, size in paths:
+        for label, first, size, prefix in paths:
             sync(device)
             t = time.perf_counter()
             with _variant(label):
                 res = loss_surface(model, loss_func, domains, dirs, grid=(rows_alpha, betas),
                                    first_layer=first, points_per_call=size,
-                                   progress=False)  # fmt: skip
+                                   frozen_prefix=prefix, progress=False)  # fmt: skip
             sync(device)
             spent[label] += time.perf_counter() - t
             results[label].append(res)
@@ -220,7 +227,7 @@ def main(argv=None) -> int:
     sizes = args.points_per_call or ([1, 4, 16] if device.type == "cuda" else [1])
 
     model, loss_func, domains, source = build(args.model, n, device)
-    dirs = random_directions(model, seed=0)
+    dirs = random_directions(model, params=args.params, seed=0)
     alphas, betas = make_grid((-1.0, 1.0, num))
     points = num * num * len(domains)
     print(f"device {device}, threads {torch.get_num_threads()}, data: {source}")
@@ -228,10 +235,13 @@ def main(argv=None) -> int:
 
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     shortcut = (True, False) if args.model == "mlp" else (False,)
-    paths = [(f"ours: {'first-layer' if first else 'plain'}, {size} point(s)/call", first, size)
-             for first in shortcut for size in sizes]  # fmt: skip
-    if True in shortcut and 1 in sizes:
-        paths.append((BEFORE, True, 1))
+    paths = [(f"ours: {'first-layer' if first else 'plain'}, {size} point(s)/call", first, size,
+              False) for first in shortcut for size in sizes]  # fmt: skip
+    if True in shortcut and 1 in sizes and args.params is None:
+        paths.append((BEFORE, True, 1, False))
+    if args.params is not None:
+        paths += [(f"ours: frozen prefix ({args.params} alone), {size} point(s)/call", "auto",
+                   size, "auto") for size in sizes]  # fmt: skip
     spent, results, reference, ref, displaced, forward, floor = run_rounds(
         model, loss_func, domains, dirs, alphas, betas, paths, args, device
     )
@@ -240,7 +250,7 @@ def main(argv=None) -> int:
         f"the rest of the network (forward minus the first layer's product): {floor * 1e3:.2f}"
         f" ms = {floor / forward:.2f} x forward, the floor of the first-layer shortcut"
     )
-    rows = [(label, spent[label] / points) for label, _, _ in paths]
+    rows = [(label, spent[label] / points) for label, *_ in paths]
     after = model.state_dict()
     untouched = all(torch.equal(before[k], after[k]) for k in before)
     report(rows, forward, reference / points if reference else reference, results, ref, displaced)

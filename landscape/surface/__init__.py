@@ -19,10 +19,13 @@ are never copied into the model; each point calls :func:`torch.func.functional_c
 the displaced parameters (so the user's model is never modified). When the first layer
 that owns parameters is an ``nn.Linear`` fed directly by the data, its products with the
 data are computed once per domain and each grid point skips them
-(:mod:`~landscape.surface.first_layer`). With ``points_per_call > 1`` several grid points go
-through one call (:func:`torch.func.vmap` over stacked parameter sets), which pays on a GPU.
-Any ``nn.Module`` whose forward takes a tensor batch works (convolutions, normalisation
-layers, residual blocks); the shortcut applies only where its first layer allows it.
+(:mod:`~landscape.surface.first_layer`); when the directions move one submodule only (e.g.
+the head) and the model returns its output, the layers before it run once per domain and a
+point runs that submodule alone (:mod:`~landscape.surface.prefix`). With ``points_per_call >
+1`` several grid points go through one call (:func:`torch.func.vmap` over stacked parameter
+sets), which pays on a GPU. Any ``nn.Module`` whose forward takes a tensor batch works
+(convolutions, normalisation layers, residual blocks); each shortcut applies only where a
+probe batch shows it is exact.
 
 Data larger than memory. A domain given as an unshuffled DataLoader is streamed: every grid
 point reads it again, one batch at a time, and the risk accumulates over the batches
@@ -52,6 +55,8 @@ Modules:
   streamed from a DataLoader;
 * :mod:`~landscape.surface.plane`: the plane resolved on the model, parameters at a point;
 * :mod:`~landscape.surface.first_layer`: the first-linear-layer shortcut;
+* :mod:`~landscape.surface.prefix`: the frozen-prefix shortcut (directions that move one
+  submodule, e.g. the head: what runs before it is evaluated once);
 * :mod:`~landscape.surface.batchnorm`: batch-norm statistics recomputed at a point;
 * :mod:`~landscape.surface.evaluators`: risk and accuracy at the points of a row;
 * :mod:`~landscape.surface.store`: the row store that makes a surface resumable;

@@ -175,14 +175,15 @@ class FirstLayer:
         self.model = model
         self.name = name
         self.module: nn.Linear = dict(model.named_modules())[name]
-        self.weight_name = f"{name}.weight"
+        prefix = f"{name}." if name else ""  # "": the model is the layer itself
+        self.weight_name, self.bias_name = f"{prefix}weight", f"{prefix}bias"
         self.empty_weight = self.module.weight.new_zeros((self.module.out_features, 0)).detach()
 
     def attach(self, domain: Domain, plane: Plane) -> Domain:
         """``domain`` with, per batch, the affine pieces :math:`(Z_0, Z_1, Z_2)` of the
         layer's input ``x`` (module docstring; ``None`` for a direction that moves neither
         the weight nor the bias)."""
-        w, c = self.weight_name, f"{self.name}.bias"
+        w, c = self.weight_name, self.bias_name
         w0 = plane.origin[w] if w in plane.origin else self.module.weight.detach()
         c0 = self.module.bias
         c0 = plane.origin[c] if c in plane.origin else (None if c0 is None else c0.detach())

@@ -38,10 +38,16 @@ class SurfaceOptions:
         first_layer: use the first-linear-layer shortcut (``"auto"``: when
             :func:`landscape.surface.first_linear_layer` allows it and the layer has at
             least 8 inputs; ``True``: required; ``False``: never).
+        frozen_prefix: when the plane moves the parameters of one submodule only (e.g. the
+            head) and the model returns that submodule's output, evaluate the layers before
+            it once per domain and run the submodule alone at each grid point
+            (:mod:`~landscape.surface.prefix`; ``"auto"``: when it applies; ``True``:
+            required; ``False``: never).
 
     Raises:
-        ValueError: an unknown ``batch_norm`` or ``first_layer``, a ``subsample``,
-            ``batch_size`` or ``points_per_call`` that is not a positive integer.
+        ValueError: an unknown ``batch_norm``, ``first_layer`` or ``frozen_prefix``, a
+            ``subsample``, ``batch_size`` or ``points_per_call`` that is not a positive
+            integer.
     """
 
     subsample: int | None = None
@@ -51,6 +57,7 @@ class SurfaceOptions:
     batch_norm: str = "running"
     points_per_call: int | str = "auto"
     first_layer: bool | str = "auto"
+    frozen_prefix: bool | str = "auto"
 
     def __post_init__(self):
         if self.batch_norm not in ("running", "recompute"):
@@ -64,6 +71,10 @@ class SurfaceOptions:
             raise ValueError(f"points_per_call must be a positive integer or 'auto', got {ppc!r}")
         if self.first_layer not in ("auto", True, False):
             raise ValueError(f"first_layer must be 'auto', True or False, got {self.first_layer!r}")
+        if self.frozen_prefix not in ("auto", True, False):
+            raise ValueError(
+                f"frozen_prefix must be 'auto', True or False, got {self.frozen_prefix!r}"
+            )
 
     @classmethod
     def merge(cls, options: SurfaceOptions | None, overrides: Mapping[str, Any]) -> SurfaceOptions:

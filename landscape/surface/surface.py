@@ -19,6 +19,7 @@ from landscape.surface.first_layer import FirstLayer, choose_first_layer
 from landscape.surface.grid import make_grid
 from landscape.surface.options import SurfaceOptions
 from landscape.surface.plane import Plane
+from landscape.surface.prefix import FrozenPrefix, frozen_prefix
 from landscape.surface.result import SurfaceResult
 from landscape.surface.store import RowStore, surface_fingerprint
 
@@ -31,12 +32,14 @@ def _evaluator(
     """``(evaluator, plane, domains, settings)``: the evaluation path and what it needs
     (``seeds``: the subsampling seeds, recorded in the settings).
 
-    With the first-layer shortcut, the layer's weight leaves the plane and each domain gets
-    its precomputed products.
+    With the frozen-prefix shortcut, the evaluator runs the moving submodule alone on each
+    domain's cached inputs; with the first-layer shortcut, the layer's weight leaves the
+    plane and each domain gets its precomputed products.
     """
     layers = batch_norm_layers(model)
     recompute = opts.batch_norm == "recompute" and bool(layers)
     points_per_call = opts.resolve_points_per_call(plane.device, recompute)
+    model, plane, domains, prefix_name = _frozen_prefix(model, plane, domains, opts, recompute)
     first_name, option = None, opts.first_layer
     if option == "auto" and any(d.streamed for d in domains.values()):
         option = False  # its products would hold a streamed domain's layer output in memory
@@ -55,8 +58,10 @@ def _evaluator(
         first_layer=shortcut,
         batch_norm=tuple(layers) if recompute else (),
     )
-    path = ("first_layer" if shortcut is not None else "plain") + (
-        "+vmap" if points_per_call > 1 else ""
+    path = (
+        ("prefix+" if prefix_name is not None else "")
+        + ("first_layer" if shortcut is not None else "plain")
+        + ("+vmap" if points_per_call > 1 else "")
     )
     settings = {
         "loss": type(loss_func).__name__,
@@ -67,6 +72,7 @@ def _evaluator(
         "batch_size": opts.batch_size,
         "batch_norm": opts.batch_norm if layers else "none (no batch norm)",
         "path": path,
+        "frozen_prefix": prefix_name,
         "first_layer": first_name,
         "points_per_call": points_per_call,
         "accuracy": evaluator.accuracy,
@@ -74,6 +80,33 @@ def _evaluator(
         "dtype": str(plane.dtype).replace("torch.", ""),
     }
     return evaluator, plane, domains, settings
+
+
+def _frozen_prefix(model, plane: Plane, domains: dict[str, Domain], opts: SurfaceOptions,
+                   recompute: bool):  # fmt: skip
+    """``(model, plane, domains, name)``: with the frozen-prefix shortcut
+    (:mod:`~landscape.surface.prefix`) the moving submodule, its plane and each domain's
+    cached inputs, and its name; else the arguments unchanged and ``None``.
+
+    Raises:
+        ValueError: ``frozen_prefix=True`` where the shortcut does not apply.
+    """
+    name = None
+    if opts.frozen_prefix is not False and not recompute:
+        if not any(d.streamed for d in domains.values()):  # cached inputs would fill memory
+            probe = next(iter(domains.values())).first_batch()[0][:2]
+            name = frozen_prefix(model, plane, probe)
+    if name is None:
+        if opts.frozen_prefix is True:
+            raise ValueError(
+                "frozen_prefix=True, but the plane does not move one submodule that returns "
+                "the model's output (or batch norm is recomputed, or a domain is streamed); "
+                "use frozen_prefix='auto' or False"
+            )
+        return model, plane, domains, None
+    prefix = FrozenPrefix(model, name)
+    cached = {n: prefix.domain(d, plane) for n, d in domains.items()}
+    return prefix.module, prefix.plane(plane), cached, name
 
 
 def _check_arguments(model, loss_func, directions) -> None:
@@ -148,13 +181,13 @@ def loss_surface(
     check_plane(model, directions)  # torchrun: every rank holds the same plane
     alphas, betas = make_grid(grid, directions)
     plane = Plane.resolve(model, directions)
-    data, seeds = prepare_domains(
+    prepared, seeds = prepare_domains(
         domains, opts.subsample, opts.seed, opts.batch_size, plane.device, plane.dtype
     )
-    evaluator, plane, data, settings = _evaluator(model, loss_func, plane, data, opts, seeds)
+    evaluator, plane, data, settings = _evaluator(model, loss_func, plane, prepared, opts, seeds)
     store = None
     if checkpoint_dir is not None:
-        fingerprint = surface_fingerprint(alphas, betas, data, directions, model, settings)
+        fingerprint = surface_fingerprint(alphas, betas, prepared, directions, model, settings)
         store = RowStore(checkpoint_dir, fingerprint)
     rows = _rows(evaluator, plane, data, alphas, betas, settings, store, progress)
     return SurfaceResult.from_rows(

@@ -52,7 +52,8 @@ def test_quadratic_loss_gives_half_dthd_on_the_grid(first_layer):
         first_layer=first_layer,
         progress=False,
     )
-    assert res.settings["path"] == ("first_layer" if first_layer else "plain")
+    # every parameter is the classifier's: it runs alone on the flattened inputs
+    assert res.settings["path"] == "prefix+" + ("first_layer" if first_layer else "plain")
     r0 = float(nn.MSELoss()(Xb @ sol, y))
     for i, a in enumerate(alphas):
         for j, b in enumerate(betas):
