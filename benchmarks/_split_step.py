@@ -10,41 +10,20 @@ split does not touch them): the ratio is the training step's own.
 from __future__ import annotations
 
 import statistics
-import time
 
-import torch
+from _in_turn import build_trainers, step_in_turn
 
 
 def time_split(config, algorithm: str, steps: int, warmup: int, data_dir) -> dict:
     """Seconds per step (mean, median) of the split and the plain trainer, interleaved, and
     the largest relative difference of their last rows' training numbers."""
-    from landscape.training import TrainConfig, Trainer
-    from landscape.training.loop import RestartData
+    from landscape.training import TrainConfig
 
     config = TrainConfig.from_dict({**config.to_dict(), "eval_every": 1,
                                     "steps": warmup + steps})  # fmt: skip
-    data = RestartData.build(config, 0, data_dir, torch.device("cpu"))
-    trainers = {
-        split: Trainer(
-            config,
-            algorithm,
-            0,
-            data.batches,
-            data.train_domains,
-            data.test_domains,
-            initial_weights=data.initial_weights,
-            split_colours=split,
-        )  # fmt: skip
-        for split in (True, False)
-    }
-    times: dict[bool, list[float]] = {True: [], False: []}
-    rows = {}
-    for t in range(warmup + steps):
-        for split, trainer in trainers.items():
-            start = time.perf_counter()
-            rows[split] = trainer.train_step()
-            if t >= warmup:
-                times[split].append(time.perf_counter() - start)
+    variants = {split: (algorithm, {"split_colours": split}) for split in (True, False)}
+    trainers = build_trainers(config, variants, data_dir)
+    times, rows = step_in_turn(trainers, steps, warmup)
     keys = [k for k in rows[True] if k.startswith(("loss", "risk", "penalty/fishr"))]
     gap = max(abs(rows[True][k] - rows[False][k]) / max(abs(rows[False][k]), 1e-12) for k in keys)
     return {

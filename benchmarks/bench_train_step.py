@@ -26,6 +26,7 @@ the machine is (CPU model, ``nproc``, affinity, physical cores, cgroup CPU quota
     python benchmarks/bench_train_step.py --split             # + the colour-split step beside
                                                               #   the plain one (_split_step.py)
     python benchmarks/bench_train_step.py --split-only        # only that comparison
+    python benchmarks/bench_train_step.py --fishr-over-erm --steps 40   # Fishr / ERM, in turn
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _in_turn import print_fishr_over_erm  # noqa: E402
 from _phases import PHASES, Phases, activate, instrument, summarise  # noqa: E402
 from _script_step import serve  # noqa: E402
 from _split_step import print_split  # noqa: E402
@@ -178,6 +180,8 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="MNIST cache folder")
     parser.add_argument("--split", action="store_true", help="also time the colour split")
     parser.add_argument("--split-only", action="store_true", help="only the colour split")
+    parser.add_argument("--fishr-over-erm", action="store_true",
+                        help="only Fishr / ERM: both trainers stepping in turn")  # fmt: skip
     args = parser.parse_args(argv)
     from landscape.training import TrainConfig
 
@@ -191,6 +195,11 @@ def main(argv=None):
     )
     print(f"machine: {machine()}")
     print(f"load average: {os.getloadavg()}")
+    if args.fishr_over_erm:
+        for threads in args.threads:
+            with set_threads(threads):
+                print_fishr_over_erm(config, threads, args.steps, args.warmup, args.data_dir)
+        return
     if args.split or args.split_only:
         for threads in args.threads:
             with set_threads(threads):
