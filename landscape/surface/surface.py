@@ -73,13 +73,20 @@ def _evaluator(
         "batch_norm": opts.batch_norm if layers else "none (no batch norm)",
         "path": path,
         "frozen_prefix": prefix_name,
-        "first_layer": first_name,
+        "first_layer": _full_name(prefix_name, first_name),
         "points_per_call": points_per_call,
         "accuracy": evaluator.accuracy,
         "device": str(plane.device),
         "dtype": str(plane.dtype).replace("torch.", ""),
     }
     return evaluator, plane, domains, settings
+
+
+def _full_name(prefix_name: str | None, name: str | None) -> str | None:
+    """``name`` (a module of the evaluated model) as named in the user's model."""
+    if name is None or prefix_name is None:
+        return name
+    return ".".join(part for part in (prefix_name, name) if part)
 
 
 def _frozen_prefix(model, plane: Plane, domains: dict[str, Domain], opts: SurfaceOptions,

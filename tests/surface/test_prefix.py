@@ -62,7 +62,7 @@ def test_prefix_composes_with_the_first_layer_shortcut_inside_the_head():
     dirs = random_directions(model, params="head", include_biases=True, seed=2)
     settings = _both(model, make_binary_domains(n=40, dim=6), dirs)
     assert settings["frozen_prefix"] == "head"
-    assert settings["first_layer"] == "0" and settings["path"] == "prefix+first_layer"
+    assert settings["first_layer"] == "head.0" and settings["path"] == "prefix+first_layer"
 
 
 def test_whole_network_directions_do_not_use_it():
