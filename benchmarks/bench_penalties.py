@@ -5,6 +5,10 @@ and print the ratios to ERM. The project's CPU goal: Fishr / ERM <= 1.15.
     python benchmarks/bench_penalties.py            # 2 x 25,000 samples, 2 threads
     python benchmarks/bench_penalties.py --quick    # 2 x 2,000 samples, few repeats
 
+Then the head's diagonal moments alone (forward + backward of ``persample._DiagonalMoments``
+on ``[N, 390]`` features of a binary head), their ``K = 1`` products as broadcast
+multiplications (ours) and as ``torch.mm`` (before), interleaved.
+
 Inputs are random (seeded); only the timing matters.
 """
 
@@ -108,6 +112,41 @@ def main(argv=None) -> None:
                 f"{algorithm:18s} log_all={log_all!s:5s} {t:7.3f} s   "
                 f"/ERM(same log) {t / erm:5.3f}   /plain ERM {t / base:5.3f}"
             )
+
+    print(time_moments(n, max(repeats, 15), clock))
+
+
+def time_moments(n: int, repeats: int, clock) -> str:
+    """Median seconds of the moments' forward + backward with broadcast and with ``mm``
+    outer products, interleaved; one line."""
+    from contextlib import nullcontext
+    from unittest import mock
+
+    import landscape.persample as P
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(n, 390, generator=g).requires_grad_()
+    delta = (torch.rand(n, 1, generator=g) - 0.5).requires_grad_()
+
+    def run():
+        v_weight, v_bias = P._DiagonalMoments.apply(a, delta, True)
+        (v_weight.sum() + v_bias.sum()).backward()
+
+    with_mm = {
+        "_product": lambda x, w, out: torch.mm(x, w, out=out),
+        "_subtract_product": lambda block, x, w: block.addmm_(x, w, alpha=-1.0),
+    }
+    times = {"broadcast": [], "mm": []}
+    for _ in range(repeats + 1):  # the first round warms up
+        for label in times:
+            patched = mock.patch.multiple(P, **with_mm) if label == "mm" else nullcontext()
+            with patched:
+                t0 = clock()
+                run()
+                times[label].append(clock() - t0)
+    ours, before = (statistics.median(times[k][1:]) * 1e3 for k in ("broadcast", "mm"))
+    return (f"head moments [{n}, 390], forward + backward: {ours:.1f} ms with broadcast outer "
+            f"products, {before:.1f} ms with torch.mm (before)")  # fmt: skip
 
 
 if __name__ == "__main__":
