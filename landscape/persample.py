@@ -301,8 +301,8 @@ def _product(x: Tensor, w: Tensor, out: Tensor) -> Tensor:
     """``x @ w`` into ``out``. With one inner dimension (``x [r, 1]``: the head of a binary
     classifier) the product is an outer product, computed as a broadcast multiplication,
     which BLAS's ``K = 1`` kernels do not beat (MKL on a 2-core AMD EPYC, 2 threads: the
-    moments' forward and backward over ``a [25,000, 390]`` take 34.9 ms this way, 38.1 ms
-    with ``torch.mm``)."""
+    moments' forward and backward over ``a [25,000, 390]`` take 41.3 ms this way, 52.9 ms
+    with ``torch.mm``; ``benchmarks/bench_penalties.py``)."""
     if x.shape[1] == 1:
         return torch.mul(x, w, out=out)
     return torch.mm(x, w, out=out)

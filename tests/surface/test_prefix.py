@@ -125,6 +125,13 @@ def test_not_used_where_it_would_not_be_exact(cls):
                      frozen_prefix=True, progress=False)  # fmt: skip
 
 
+def test_option_values_are_checked():
+    from landscape.surface import SurfaceOptions
+
+    with pytest.raises(ValueError, match="frozen_prefix must be 'auto', True or False"):
+        SurfaceOptions(frozen_prefix="yes")
+
+
 def test_model_is_left_untouched():
     model = make_mlp(dim=6, hidden=(7, 5))
     before = copy.deepcopy(model.state_dict())
