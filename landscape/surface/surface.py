@@ -19,7 +19,7 @@ from landscape.surface.first_layer import FirstLayer, choose_first_layer
 from landscape.surface.grid import make_grid
 from landscape.surface.options import SurfaceOptions
 from landscape.surface.plane import Plane
-from landscape.surface.prefix import FrozenPrefix, frozen_prefix
+from landscape.surface.prefix import frozen_prefix, head_plane
 from landscape.surface.result import SurfaceResult
 from landscape.surface.store import RowStore, surface_fingerprint
 
@@ -92,18 +92,17 @@ def _full_name(prefix_name: str | None, name: str | None) -> str | None:
 def _frozen_prefix(model, plane: Plane, domains: dict[str, Domain], opts: SurfaceOptions,
                    recompute: bool):  # fmt: skip
     """``(model, plane, domains, name)``: with the frozen-prefix shortcut
-    (:mod:`~landscape.surface.prefix`) the moving submodule, its plane and each domain's
-    cached inputs, and its name; else the arguments unchanged and ``None``.
+    (:mod:`~landscape.surface.prefix`) the head, its plane and each domain's cached inputs,
+    and its name; else the arguments unchanged and ``None``.
 
     Raises:
         ValueError: ``frozen_prefix=True`` where the shortcut does not apply.
     """
-    name = None
+    found = None
     if opts.frozen_prefix is not False and not recompute:
         if not any(d.streamed for d in domains.values()):  # cached inputs would fill memory
-            probe = next(iter(domains.values())).first_batch()[0][:2]
-            name = frozen_prefix(model, plane, probe)
-    if name is None:
+            found = frozen_prefix(model, plane, domains)
+    if found is None:
         if opts.frozen_prefix is True:
             raise ValueError(
                 "frozen_prefix=True, but the plane does not move one submodule that returns "
@@ -111,9 +110,8 @@ def _frozen_prefix(model, plane: Plane, domains: dict[str, Domain], opts: Surfac
                 "use frozen_prefix='auto' or False"
             )
         return model, plane, domains, None
-    prefix = FrozenPrefix(model, name)
-    cached = {n: prefix.domain(d, plane) for n, d in domains.items()}
-    return prefix.module, prefix.plane(plane), cached, name
+    head, cached = found
+    return head.module, head_plane(head, plane), cached, head.name
 
 
 def _check_arguments(model, loss_func, directions) -> None:

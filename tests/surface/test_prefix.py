@@ -12,7 +12,6 @@ from torch import nn
 
 from landscape.surface import loss_surface
 from landscape.surface.directions import plane_directions, random_directions
-from landscape.surface.prefix import moving_module_name
 from tests.cases import make_binary_domains, make_mlp
 
 LOSS = nn.BCEWithLogitsLoss()
@@ -28,13 +27,6 @@ def _both(model, domains, directions, **kw):
         np.testing.assert_allclose(fast.losses[name], plain.losses[name], rtol=1e-12, atol=0)
         np.testing.assert_array_equal(fast.accuracies[name], plain.accuracies[name])
     return fast.settings
-
-
-def test_moving_module_name():
-    assert moving_module_name(["classifier.weight", "classifier.bias"]) == "classifier"
-    assert moving_module_name(["a.b.0.weight", "a.b.1.weight"]) == "a.b"
-    assert moving_module_name(["a.weight", "b.weight"]) == ""
-    assert moving_module_name(["weight"]) == ""
 
 
 def test_head_directions_run_the_head_alone_and_match_the_plain_path():
