@@ -14,6 +14,9 @@ each backend in turn, so that a change of machine load hits both alike):
     backward, Adam, the test domains every 10 steps) with each backend, per algorithm, and
     the ratio torch / numpy.
 
+(a') is the one-logit head's backward outer product ``[25,000, 1] @ [1, 390]``: OpenBLAS's
+GEMM against the broadcast multiplication :func:`landscape.gemm.matmul` uses for it.
+
     python benchmarks/bench_gemm.py                     # 1 and 2 threads, ERM and Fishr
     python benchmarks/bench_gemm.py --threads 2 --steps 10 --quick
     OPENBLAS_THREAD_TIMEOUT=4 python benchmarks/bench_gemm.py   # idle OpenBLAS workers sleep
@@ -114,6 +117,26 @@ def print_gflops(threads: int, repeats: int) -> None:
               f"({med['numpy']:.1f}) | {best['numpy'] / best['torch']:.2f} |")  # fmt: skip
 
 
+def print_outer(threads: int, repeats: int) -> None:
+    """The one-logit head's backward outer product through OpenBLAS's GEMM (``K = 1``) and
+    as :func:`landscape.gemm.matmul` computes it (a broadcast multiplication)."""
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(N, 1, generator=g), torch.randn(1, HIDDEN, generator=g)
+    times = interleaved(
+        {
+            "gemm": lambda: np.matmul(a.numpy(), b.numpy()),
+            "broadcast": lambda: gemm.matmul(a, b, backend="numpy"),
+        },
+        repeats,
+    )
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    print(
+        f"\n(a') outer product [25000,1]@[1,390], {threads} thread(s), median of {repeats}: "
+        f"OpenBLAS GEMM {med['gemm']:.2f} ms, broadcast (gemm.matmul) {med['broadcast']:.2f} "
+        f"ms (ratio {med['gemm'] / med['broadcast']:.2f})"
+    )
+
+
 def print_handover(threads: int, repeats: int) -> None:
     """A torch ReLU right after a torch GEMM and right after a NumPy GEMM."""
     g = torch.Generator().manual_seed(1)
@@ -212,6 +235,7 @@ def main(argv=None):
         with set_threads(threads):
             if not args.skip_gemm:
                 print_gflops(threads, args.repeats)
+                print_outer(threads, 5 * args.repeats)
                 print_handover(threads, 5 * args.repeats)
             print_steps(config, args.algorithms, threads, args.steps, args.warmup, data)
     print(f"\nload average: {os.getloadavg()}")

@@ -79,6 +79,21 @@ def test_matmul_with_unit_dimensions(backend, shape):
     torch.testing.assert_close(gemm.matmul(b.t(), a.t()), (a @ b).t(), rtol=1e-12, atol=1e-12)
 
 
+def test_an_outer_product_is_each_entry_rounded_once_and_differentiable(backend):
+    """Inner dimension 1 (a one-logit head's backward): every entry is the float32 product
+    of two numbers, i.e. the float64 product rounded once (exact in float64: 24 + 24 bits)."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(300, 1, generator=g, dtype=torch.float64)
+    b = torch.randn(1, 40, generator=g, dtype=torch.float64)
+    a32, b32 = a.float(), b.float()
+    want = (a32.double() * b32.double()).float()
+    assert torch.equal(gemm.matmul(a32, b32), want)
+    assert torch.equal(gemm.matmul(b32.t(), a32.t()), want.t())  # transposed views
+    a, b = a[:6].requires_grad_(), b[:, :5].requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: gemm.matmul(a, b).tanh(), (a, b))
+    assert torch.autograd.gradgradcheck(lambda a, b: gemm.matmul(a, b).tanh(), (a, b))
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("batch", [(), (3,), (2, 3)], ids=["rows", "3d", "4d"])
 def test_linear_equals_functional_linear(backend, dtype, batch):
