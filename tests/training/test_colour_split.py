@@ -49,8 +49,12 @@ def test_colour_split_groups_the_samples_by_channel_and_keeps_the_permutation():
     split = colour_split(X, y)
     assert sorted(split.order.tolist()) == list(range(30))
     assert torch.equal(split.X, X[split.order]) and torch.equal(split.y, y[split.order])
-    for (c, start, stop), part in zip(split.groups, split.parts, strict=True):
-        assert torch.equal(part, split.X[start:stop, c].flatten(1))
+    X[y[:, 0] >= 0, :, 0, 0] = 0  # one pixel dark in every image: in no group's columns
+    split = colour_split(X, y)
+    for (c, start, stop), k, part in zip(split.groups, split.columns, split.parts, strict=True):
+        pixels = split.X[start:stop, c].flatten(1)
+        assert torch.equal(part, pixels[:, k])
+        assert 0 not in k.tolist() and not pixels[:, [j for j in range(9) if j not in k]].any()
         assert not split.X[start:stop, 1 - c].any()
     assert [g[0] for g in split.groups] == [0, 1] and split.groups[-1][2] == 30
 
@@ -150,6 +154,7 @@ def test_split_linear_gradients_and_second_derivatives_match_finite_differences(
     X, y = coloured(12, 9)
     X[:, 0] = X[:, 1].abs() + X[:, 0]  # every sample red only
     X[:, 1] = 0
+    X[:, 0, 1, :] = 0  # a row of pixels dark everywhere: their weights get zero gradient
     split = colour_split(X, y)
     assert [g[0] for g in split.groups] == [0]
     W = torch.randn(4, 18, dtype=torch.float64, requires_grad=True)
@@ -157,7 +162,8 @@ def test_split_linear_gradients_and_second_derivatives_match_finite_differences(
     for bias in (b, None):
 
         def layer(W, *bias):
-            out = _SplitLinear.apply(W, bias[0] if bias else None, split.parts, split.groups, 2)
+            out = _SplitLinear.apply(W, bias[0] if bias else None, split.parts, split.groups,
+                                     split.columns, 2)  # fmt: skip
             return out.tanh()  # non-linear: second derivatives are not zero
 
         args = (W, b) if bias is not None else (W,)
