@@ -156,13 +156,20 @@ def _array(t: Tensor) -> np.ndarray:
 
 
 def mm_into(a: Tensor, b: Tensor, out: Tensor, backend: str) -> Tensor:
-    """``out = a @ b`` (not differentiable) on ``backend``; ``out`` ``[m, p]`` is a C-ordered
-    block (rows of a contiguous tensor). The NumPy path applies as :func:`uses_numpy` says."""
+    """``out = a @ b`` (not differentiable) on ``backend``; ``out`` ``[m, p]`` has unit column
+    stride and a row stride of at least ``p`` (a block of rows, or the leading columns of a
+    wider C-ordered tensor: both BLAS libraries write it in place). The NumPy path applies as
+    :func:`uses_numpy` says."""
     if not uses_numpy(a, b, out, backend=backend):
         return torch.mm(a, b, out=out)
     with np.errstate(all="ignore"):  # torch does not warn on inf / NaN either
         np.matmul(_array(a), _array(b), out=out.detach().numpy())
     return out
+
+
+def mm(a: Tensor, b: Tensor, backend: str) -> Tensor:
+    """``a @ b`` (not differentiable) as a new tensor, on ``backend`` (see :func:`mm_into`)."""
+    return mm_into(a, b, a.new_empty((a.shape[0], b.shape[1])), backend)
 
 
 class _NumpyGemm(torch.autograd.Function):

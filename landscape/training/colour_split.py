@@ -27,9 +27,11 @@ samples, and the zero products are skipped).
 
 :func:`colour_split` detects the structure from the data (never assumed) and sorts a
 domain's samples by lit channel once (stable, so the order is deterministic);
-:class:`ColourSplitForward` computes the logits of that sorted batch, falling back to
-``model(X)`` whenever the reformulation does not apply (another tensor, a hook on the first
-layer as per-sample moments of every layer need, an input that requires grad).
+:class:`ColourSplitForward` computes the logits of that sorted batch, its hidden
+``Linear -> ReLU`` layers as one Function with the biases folded into the products
+(:mod:`landscape.training.relu_stack`), falling back to ``model(X)`` whenever the
+reformulation does not apply (another tensor, a hook on the first layer as per-sample
+moments of every layer need, an input that requires grad).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape import gemm
+from landscape.training.relu_stack import relu_stack
 
 
 def lit_channels(X: Tensor) -> Tensor | None:
@@ -66,7 +69,10 @@ class ColourSplit:
         columns: per group, the indices ``K_c`` (into the ``D`` inputs of its channel) that
             are non-zero in some sample of the group.
         parts: per group, ``X[start:stop, channel]`` flattened to ``[stop - start, D]`` and
-            restricted to ``columns``, contiguous (the first layer's GEMM operand).
+            restricted to ``columns``, then a column of ones (the bias's input), contiguous:
+            the first layer's GEMM operand.
+        weight_columns: per group, ``columns`` as indices into the first layer's ``C D``
+            inputs (``channel * D + columns``).
     """
 
     X: Tensor
@@ -75,6 +81,7 @@ class ColourSplit:
     groups: list[tuple[int, int, int]]
     columns: list[Tensor]
     parts: list[Tensor]
+    weight_columns: list[Tensor]
 
 
 def colour_split(X: Tensor, y: Tensor) -> ColourSplit | None:
@@ -86,107 +93,93 @@ def colour_split(X: Tensor, y: Tensor) -> ColourSplit | None:
     order = torch.sort(channel, stable=True).indices
     X, y, channel = X[order], y[order], channel[order]
     counts = torch.bincount(channel, minlength=X.shape[1]).tolist()
-    groups, columns, parts, start = [], [], [], 0
+    groups, columns, parts, weight_columns, start = [], [], [], [], 0
     for c, count in enumerate(counts):
         if count:
             part = X[start : start + count, c].reshape(count, -1)
             lit = (part != 0).any(dim=0).nonzero().squeeze(1)
             groups.append((c, start, start + count))
             columns.append(lit)
-            parts.append(part[:, lit].contiguous())
+            parts.append(torch.cat([part[:, lit], part.new_ones((count, 1))], dim=1))
+            weight_columns.append(c * part.shape[1] + lit)
             start += count
-    return ColourSplit(X, y, order, groups, columns, parts)
+    return ColourSplit(X, y, order, groups, columns, parts, weight_columns)
 
 
-def first_linear(model: nn.Module) -> tuple[nn.Linear, nn.Module] | None:
-    """``(first layer, rest)`` of a model shaped ``featurizer = Sequential(Flatten, Linear,
-    ...)`` plus ``classifier`` (:class:`landscape.models.mlp.MLP` with a hidden layer);
-    ``rest`` maps the first layer's output to the logits. ``None`` for any other model."""
+def _hooked(module: nn.Module) -> bool:
+    """Whether ``module`` carries hooks that a fused computation would skip."""
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, "_backward_pre_hooks", None)
+    )
+
+
+def _after_flatten(model: nn.Module) -> list[nn.Module] | None:
+    """The modules from the first layer to the logits of a model shaped ``featurizer =
+    Sequential(Flatten, Linear, ...)`` plus ``classifier``
+    (:class:`landscape.models.mlp.MLP` with a hidden layer); ``None`` for any other model."""
     featurizer = getattr(model, "featurizer", None)
     classifier = getattr(model, "classifier", None)
     if not (isinstance(featurizer, nn.Sequential) and isinstance(classifier, nn.Module)):
         return None
-    if len(featurizer) < 2 or not isinstance(featurizer[0], nn.Flatten):
+    if len(featurizer) < 3 or type(featurizer[0]) is not nn.Flatten:
         return None
-    if not isinstance(featurizer[1], nn.Linear):
-        return None
-    return featurizer[1], nn.Sequential(*featurizer[2:], classifier)
+    return [*featurizer[1:], classifier]
+
+
+def fused_layers(modules: list[nn.Module]) -> int:
+    """How many leading ``(nn.Linear, nn.ReLU)`` pairs of ``modules`` carry no hooks and a
+    bias (the layers :func:`~landscape.training.relu_stack.relu_stack` computes)."""
+    count = 0
+    while 2 * count + 1 < len(modules):
+        linear, relu = modules[2 * count], modules[2 * count + 1]
+        if type(linear) is not nn.Linear or type(relu) is not nn.ReLU or linear.bias is None:
+            break
+        if _hooked(linear) or _hooked(relu):
+            break
+        count += 1
+    return count
 
 
 class ColourSplitForward:
     """``model(X)`` of one colour-split batch, its first layer as one GEMM per lit channel.
 
     Called with the batch it was built for (the same tensor ``split.X``) it returns the
-    logits computed as :mod:`this module <landscape.training.colour_split>` says; called with
-    anything else, or while the first layer carries forward hooks (per-sample moments of that
-    layer), or on an input that requires grad, it returns ``model(X)``. The later layers are
-    called as modules, so their hooks (the head's per-sample moments) fire as usual.
-    ``backend`` says whose BLAS computes the first layer's products, forward and backward
-    (:mod:`landscape.gemm`; ``"torch"``: torch's).
+    logits computed as :mod:`this module <landscape.training.colour_split>` says: the leading
+    hidden ``Linear -> ReLU`` layers without hooks (:func:`fused_layers`; at least the first)
+    as :func:`~landscape.training.relu_stack.relu_stack`, the later modules called as modules
+    so that their hooks (the head's per-sample moments) fire as usual. Called with anything
+    else, while the first layer carries hooks (per-sample moments of that layer), or on an
+    input that requires grad, it returns ``model(X)``. ``backend`` says whose BLAS computes
+    the fused layers' products, forward and backward (:mod:`landscape.gemm`).
     """
 
     def __init__(self, model: nn.Module, split: ColourSplit, backend: str = "torch"):
         self.model = model
         self.split = split
         self.backend = gemm.check_backend(backend)
-        self._layers = first_linear(model)
-        if self._layers is not None:
-            width = split.X[0].numel()
-            if self._layers[0].in_features != width or width % split.X.shape[1]:
-                self._layers = None
+        self._modules = _after_flatten(model)
+        if self._modules is not None:
+            first, width = self._modules[0], split.X[0].numel()
+            if not isinstance(first, nn.Linear) or first.in_features != width:
+                self._modules = None
 
     def applies(self, X: Tensor) -> bool:
         """Whether the split forward computes ``model(X)`` (else the plain forward does)."""
-        if self._layers is None or X is not self.split.X or X.requires_grad:
+        if self._modules is None or X is not self.split.X or X.requires_grad:
             return False
-        first = self._layers[0]
-        return not (first._forward_hooks or first._forward_pre_hooks)
+        return fused_layers(self._modules) > 0
 
     def __call__(self, X: Tensor) -> Tensor:
         if not self.applies(X):
             return self.model(X)
-        first, rest = self._layers
+        count = fused_layers(self._modules)
         split = self.split
-        hidden = _SplitLinear.apply(first.weight, first.bias, split.parts, split.groups,
-                                    split.columns, X.shape[1], self.backend)  # fmt: skip
-        return rest(hidden)
-
-
-class _SplitLinear(torch.autograd.Function):
-    """``W x + b`` of samples grouped by lit channel: rows ``start:stop`` of the output are
-    ``parts[g] W[:, K]^T + b`` for group ``g = (c, start, stop)`` and its columns ``K``
-    (``columns[g]`` within channel ``c``'s block), written in place (no concatenation); the
-    weight gradient's columns ``K`` are ``grad[start:stop]^T parts[g]``, the others zero.
-    The backward is made of differentiable operations, so double backward works too. The
-    products run on ``backend``'s BLAS (:mod:`landscape.gemm`), the backward's too."""
-
-    @staticmethod
-    def forward(ctx, weight, bias, parts, groups, columns, channels, backend="torch"):
-        block = weight.shape[1] // channels
-        index = [c * block + k for (c, _, _), k in zip(groups, columns, strict=True)]
-        out = weight.new_empty((groups[-1][2], weight.shape[0]))
-        for (_, start, stop), x, k in zip(groups, parts, index, strict=True):
-            w = weight[:, k].t()
-            if backend != "torch":
-                gemm.mm_into(x, w, out[start:stop], backend)
-            elif bias is None:
-                torch.mm(x, w, out=out[start:stop])
-            else:
-                torch.addmm(bias, x, w, out=out[start:stop])
-        if backend != "torch" and bias is not None:
-            out.add_(bias)
-        ctx.parts, ctx.groups, ctx.index, ctx.width = parts, groups, index, weight.shape[1]
-        ctx.has_bias, ctx.backend = bias is not None, backend
+        rows = [(start, stop) for _, start, stop in split.groups]
+        layers = [(m.weight, m.bias) for m in self._modules[: 2 * count : 2]]
+        out = relu_stack(split.parts, rows, split.weight_columns, layers, self.backend)
+        for module in self._modules[2 * count :]:
+            out = module(out)
         return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        blocks = [
-            gemm.matmul(grad[start:stop].t(), x, backend=ctx.backend)
-            for (_, start, stop), x in zip(ctx.groups, ctx.parts, strict=True)
-        ]
-        grad_weight = grad.new_zeros((grad.shape[1], ctx.width)).index_copy(
-            1, torch.cat(ctx.index), torch.cat(blocks, dim=1)
-        )
-        grad_bias = grad.sum(0) if ctx.has_bias else None
-        return grad_weight, grad_bias, None, None, None, None, None

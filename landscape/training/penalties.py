@@ -240,7 +240,7 @@ class Penalties(nn.Module):
             moving averages are kept (``None``: ``"fishr"``).
         head: the head's parameter prefix (``"classifier"``).
         forwards: ``{domain: f}`` with ``f(X)`` equal to ``model(X)`` for that domain's
-            batch, computed faster (the colour-split first layer,
+            batch, computed faster (the colour-split hidden layers,
             :class:`landscape.training.colour_split.ColourSplitForward`); other domains use
             ``model(X)``.
     """

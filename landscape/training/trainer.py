@@ -82,7 +82,9 @@ class Trainer:
         split_colours: group each training domain's samples by lit colour channel once and
             compute the first layer as one GEMM per channel when every sample lights one
             channel (Colored MNIST's training domains; an exact reformulation, see
-            :mod:`landscape.training.colour_split`); ``False``: the plain forward.
+            :mod:`landscape.training.colour_split`), the hidden layers as one Function with
+            their biases folded into the products (:mod:`landscape.training.relu_stack`);
+            ``False``: the plain forward.
 
     ``trainer.step`` is the number of updates done; :meth:`train_step` does one more and
     returns its history row; :meth:`evaluate` measures the current weights without updating.

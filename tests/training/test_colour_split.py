@@ -51,9 +51,14 @@ def test_colour_split_groups_the_samples_by_channel_and_keeps_the_permutation():
     assert torch.equal(split.X, X[split.order]) and torch.equal(split.y, y[split.order])
     X[:, :, 0, 0] = 0  # one pixel dark in every image: in no group's columns
     split = colour_split(X, y)
-    for (c, start, stop), k, part in zip(split.groups, split.columns, split.parts, strict=True):
+    for (c, start, stop), k, part, flat in zip(
+        split.groups, split.columns, split.parts, split.weight_columns, strict=True
+    ):
         pixels = split.X[start:stop, c].flatten(1)
-        assert torch.equal(part, pixels[:, k])
+        assert torch.equal(part[:, :-1], pixels[:, k]) and torch.equal(
+            part[:, -1], y.new_ones(stop - start)
+        )
+        assert torch.equal(flat, c * 9 + k)
         assert 0 not in k.tolist() and not pixels[:, [j for j in range(9) if j not in k]].any()
         assert not split.X[start:stop, 1 - c].any()
     assert [g[0] for g in split.groups] == [0, 1] and split.groups[-1][2] == 30
@@ -74,6 +79,26 @@ def test_split_forward_equals_the_plain_forward_and_falls_back_when_it_does_not_
     assert not ColourSplitForward(nn.Sequential(nn.Flatten(), nn.Linear(18, 1)), split).applies(
         split.X
     )
+
+
+def test_a_hooked_later_layer_is_called_as_a_module_and_its_hook_fires():
+    """A hook on the second hidden layer ends the fused layers there: the layer runs as a
+    module (its hook sees its real input) and the logits and gradients are the plain ones."""
+    torch.manual_seed(0)
+    model = build_model(SPEC).to(torch.float64)
+    X, y = coloured(40, 3)
+    split = colour_split(X, y)
+    seen = []
+    model.featurizer[3].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
+    fast = ColourSplitForward(model, split)(split.X)
+    assert len(seen) == 1
+    plain = model(split.X)
+    torch.testing.assert_close(seen[0], seen[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    fast_grads = torch.autograd.grad(fast.square().sum(), list(model.parameters()))
+    plain_grads = torch.autograd.grad(plain.square().sum(), list(model.parameters()))
+    for g_fast, g_plain in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(g_fast, g_plain, rtol=1e-10, atol=1e-12)
 
 
 def _penalty_outputs(algorithm: str, split: bool):
@@ -144,30 +169,3 @@ def test_the_test_domains_are_evaluated_every_eval_every_steps_and_where_it_matt
     # every 4 steps, the checkpoint step 5, the last update (11) and the final weights (12)
     assert evaluated == [0, 4, 5, 8, 11, 12]
     assert all(r["acc/a"] == r["acc/a"] for r in rows)  # training domains: every step
-
-
-def test_split_linear_gradients_and_second_derivatives_match_finite_differences():
-    """gradcheck / gradgradcheck of the split first layer (float64), with a channel that no
-    sample lights (its weight block's gradient is zero) and without a bias."""
-    from landscape.training.colour_split import _SplitLinear
-
-    X, y = coloured(12, 9)
-    X[:, 0] = X[:, 1].abs() + X[:, 0]  # every sample red only
-    X[:, 1] = 0
-    X[:, 0, 1, :] = 0  # a row of pixels dark everywhere: their weights get zero gradient
-    split = colour_split(X, y)
-    assert [g[0] for g in split.groups] == [0]
-    W = torch.randn(4, 18, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
-    for bias in (b, None):
-
-        def layer(W, *bias):
-            out = _SplitLinear.apply(W, bias[0] if bias else None, split.parts, split.groups,
-                                     split.columns, 2)  # fmt: skip
-            return out.tanh()  # non-linear: second derivatives are not zero
-
-        args = (W, b) if bias is not None else (W,)
-        torch.testing.assert_close(layer(*args), torch.nn.functional.linear(
-            split.X.flatten(1), W, bias).tanh())  # fmt: skip
-        assert torch.autograd.gradcheck(layer, args)
-        assert torch.autograd.gradgradcheck(layer, args)

@@ -46,7 +46,7 @@ def test_a_short_run_on_numpys_blas_has_torchs_history(algorithm, monkeypatch):
     assert counted and set(counted) == {"numpy"}  # the products went through NumPy
     counted.clear()
     plain_rows, plain_model = _short_run(algorithm, monkeypatch, "torch")
-    assert counted == []  # nothing on the torch path
+    assert "numpy" not in counted  # nothing through NumPy on the torch path
     assert [list(r) for r in rows] == [list(r) for r in plain_rows]
     for row, plain in zip(rows, plain_rows, strict=True):
         assert row == pytest.approx(plain, rel=1e-8, abs=1e-10, nan_ok=True)
