@@ -11,7 +11,7 @@ Steps (each resumes when interrupted; see landscape.pipeline):
   3. draw every figure (PNG + PDF) into OUT/figures and print the results.
 
 The default is the protocol's data (25,000 images per training domain) with one restart:
-13 minutes on 2 CPU cores (measured from a fresh clone). --full runs 3 restarts.
+14-16 minutes on 2 CPU cores (make demo from fresh clones). --full runs 3 restarts.
 --subsample N is faster but not representative: with 5,000 images per domain the MLP
 memorises the noisy labels (ERM 98.6% train accuracy) and Fishr's gain disappears (48.7%
 on the -90% domain, measured here).
@@ -56,13 +56,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", type=int, default=21, help="surface points per axis (21)")
     parser.add_argument("--data-dir", default=None, help="MNIST cache folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs trained at once, each in its own process with --threads / N threads "
+        "(default on the CPU: one per run, at most one per available core)",
+    )
     add_device_argument(parser)
     add_out_argument(parser, "runs/reproduce")
 
 
 def run(args: argparse.Namespace) -> int:
     from landscape.device import resolve_device
-    from landscape.pipeline import analyse_run, draw_figures, reproduce_config, summary
+    from landscape.pipeline import (
+        analyse_run,
+        default_jobs,
+        draw_figures,
+        reproduce_config,
+        summary,
+    )
     from landscape.runs import JobFolder
     from landscape.training import train
 
@@ -77,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
     )
     print(f"[1/3] training {', '.join(config.algorithms)} into {run_dir}")
-    results = train(config, run_dir, progress=progress, data_dir=args.data_dir)
+    results = train(config, run_dir, progress=progress, data_dir=args.data_dir,
+                    jobs=args.jobs or default_jobs(config))  # fmt: skip
     print(results.markdown())
     print(f"[2/3] analysing checkpoints into {analysis_dir}")
     analyse_run(
