@@ -59,6 +59,7 @@ COLORED_MNIST_ONLY = (
     "state_every",
     "log_all",
     "config",
+    "jobs",
 )
 
 

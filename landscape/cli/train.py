@@ -230,6 +230,14 @@ def _add_output_arguments(group) -> None:
         help="start every run over instead of resuming what --out holds",
     )
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    group.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train N (algorithm, restart) runs at once, each in its own process with "
+        "--threads / N threads (CPU; default 1: one after the other)",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
@@ -260,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         resume=not args.no_resume,
         data_dir=args.data_dir,
+        jobs=args.jobs or 1,
     )
     print(results.markdown(), end="")
     print(f"results written to {args.out}/results.md")

@@ -16,8 +16,12 @@ Modules:
 * :mod:`~landscape.training.state`: the resumable state (bit-identical continuation);
 * :mod:`~landscape.training.history`: ``history.csv`` I/O;
 * :mod:`~landscape.training.results`: :class:`RunResults`, the results table;
+* :mod:`~landscape.training.colour_split`, :mod:`~landscape.training.relu_stack`: the
+  Colored MNIST step's first layer per lit channel and its hidden layers as one Function;
 * :mod:`~landscape.training.loop`: :func:`train`, every (algorithm, restart) into a run
-  folder (layout: :class:`landscape.runs.RunFolder`).
+  folder (layout: :class:`landscape.runs.RunFolder`);
+* :mod:`~landscape.training.workers`: several (algorithm, restart) pairs at once, one
+  process each (``train(..., jobs=N)``).
 """
 
 from landscape.runs import RunFolder, RunFolderLockedError

@@ -97,6 +97,7 @@ def train(
     resume: bool = True,
     data_dir: str | os.PathLike | None = None,
     callback: Callable[[Trainer, dict[str, float]], None] | None = None,
+    jobs: int = 1,
 ) -> RunResults:
     """Train every algorithm of ``config`` for ``config.restarts`` restarts into ``out_dir``.
 
@@ -115,6 +116,14 @@ def train(
         data_dir: where the MNIST cache lives (see :mod:`landscape.data.mnist`).
         callback: called as ``callback(trainer, row)`` after every update (an exception
             raised there interrupts the run like a crash would).
+        jobs: train this many (algorithm, restart) pairs at once, each in a process of its
+            own with ``max(1, threads // jobs)`` of this process's torch threads
+            (:mod:`landscape.training.workers`; CPU only, without ``callback``). On the
+            2-core machine of the project, ERM and Fishr (60 Colored MNIST steps each) took
+            75-76 s at once with one thread each and 89 s one after the other with two: a
+            full-batch step does not keep two cores busy. Each process holds its own data
+            and activations (about 1.4 GB per Colored MNIST run). The results equal the
+            sequential ones up to the float rounding of another thread count.
 
     Returns:
         The :class:`RunResults`, also saved as ``out_dir/results.{json,npz}`` and
@@ -128,6 +137,8 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     config.validate()
     keep_freed_memory()  # reuse a step's freed activations instead of re-mapping them
     folder = RunFolder(out_dir)
@@ -138,7 +149,7 @@ def train(
         data = RestartData.build(config, 0, data_dir, device)
         folder.write_config(config.to_dict())
         results = _train_all(config, folder, data, data_dir, device, progress=progress,
-                             resume=resume, callback=callback)  # fmt: skip
+                             resume=resume, callback=callback, jobs=jobs)  # fmt: skip
         results.save(folder.results_stem)
         text = results.markdown()
         atomic_write(folder.results_markdown, lambda f: f.write(text), binary=False)
@@ -180,38 +191,66 @@ def _check_saved_files(config, folder: RunFolder, algo: str, k: int, state_meta)
         _refuse_other_config(config, meta.get("hyperparameters"), path)
 
 
-def _train_all(config, folder, data, data_dir, device, *, progress, resume, callback):
-    total = len(config.algorithms) * config.restarts * config.steps
-    done = _steps_done(config, folder) if resume else 0
-    final_rows: dict[str, list[dict[str, float]]] = {}
-    last_rows: dict[str, list[dict[str, float]]] = {}  # the script's number: the last update's
-    seeds: dict[str, list[int]] = {}
-    train_domains, test_domains = data.train_domains, data.test_domains
+@dataclass
+class PairResult:
+    """What one (algorithm, restart) adds to the run's results: the final weights' row, the
+    last update's row (the script's number) and the seed of its initial weights."""
+
+    final_row: dict[str, float]
+    last_row: dict[str, float]
+    seed: int
+
+
+def train_pair(config, folder, algo, k, data, *, resume, bar, callback=None) -> PairResult:
+    """Train (or resume, or skip when finished) one (algorithm, restart) on ``data`` (its
+    restart's :class:`RestartData`); ``bar`` gets ``update(1)`` per step."""
+    row = _train_one(config, algo, k, data, data.train_domains, data.test_domains, folder,
+                     resume=resume, bar=bar, callback=callback)  # fmt: skip
+    last = read_history(folder.history_path(algo, k))[-2]
+    return PairResult(row, last, config.seed + (0 if data.initial_weights is not None else k))
+
+
+def _train_all(config, folder, data, data_dir, device, *, progress, resume, callback, jobs):
+    pairs = [(algo, k) for algo in config.algorithms for k in range(config.restarts)]
+    held = _steps_held(config, folder) if resume else {}
+    todo = [pair for pair in pairs if held.get(pair, 0) < config.steps]
+    outcomes: dict[tuple[str, int], PairResult] = {}
     # one bar for the whole job (every algorithm and restart): its remaining time is the
     # job's; steps already done by an earlier run start it (``initial``), so they do not
     # count as speed
-    with tqdm(total=total, initial=done, disable=not progress, unit="step",
-              dynamic_ncols=True) as bar:  # fmt: skip
-        for a, algo in enumerate(config.algorithms):
-            final_rows[algo], last_rows[algo], seeds[algo] = [], [], []
-            for k in range(config.restarts):
-                bar.set_description(f"{algo} ({a + 1}/{len(config.algorithms)}), "
-                                    f"restart {k + 1}/{config.restarts}")  # fmt: skip
-                if config.resample_data and k != data.restart:
-                    data = RestartData.build(config, k, data_dir, device)
-                row = _train_one(config, algo, k, data, train_domains, test_domains, folder,
-                                 resume=resume, bar=bar, callback=callback)  # fmt: skip
-                final_rows[algo].append(row)
-                last_rows[algo].append(read_history(folder.history_path(algo, k))[-2])
-                seeds[algo].append(config.seed + (0 if data.initial_weights is not None else k))
-    return RunResults.from_final(config, train_domains, test_domains, final_rows, seeds,
-                                 out_dir=str(folder.root), last_update_rows=last_rows)  # fmt: skip
+    with tqdm(total=len(pairs) * config.steps, initial=sum(held.values()),
+              disable=not progress, unit="step", dynamic_ncols=True) as bar:  # fmt: skip
+        if jobs > 1 and len(todo) > 1 and callback is None and device.type == "cpu":
+            from landscape.training.workers import train_in_workers
+
+            bar.set_description(f"{len(todo)} runs, {min(jobs, len(todo))} at a time")
+            outcomes = train_in_workers(config, folder, todo, data_dir, resume=resume,
+                                        jobs=jobs, bar=bar)  # fmt: skip
+        for algo, k in pairs:  # one after the other: the rest (finished pairs return at once)
+            if (algo, k) in outcomes:
+                continue
+            a = config.algorithms.index(algo)
+            bar.set_description(f"{algo} ({a + 1}/{len(config.algorithms)}), "
+                                f"restart {k + 1}/{config.restarts}")  # fmt: skip
+            if config.resample_data and k != data.restart:
+                data = RestartData.build(config, k, data_dir, device)
+            outcomes[algo, k] = train_pair(config, folder, algo, k, data, resume=resume,
+                                           bar=bar, callback=callback)  # fmt: skip
+    final_rows = {a: [outcomes[a, k].final_row for k in range(config.restarts)]
+                  for a in config.algorithms}  # fmt: skip
+    last_rows = {a: [outcomes[a, k].last_row for k in range(config.restarts)]
+                 for a in config.algorithms}  # fmt: skip
+    seeds = {a: [outcomes[a, k].seed for k in range(config.restarts)] for a in config.algorithms}
+    return RunResults.from_final(config, data.train_domains, data.test_domains, final_rows,
+                                 seeds, out_dir=str(folder.root),
+                                 last_update_rows=last_rows)  # fmt: skip
 
 
-def _steps_done(config: TrainConfig, folder: RunFolder) -> int:
-    """The steps of ``config`` that the resumable states in ``folder`` already hold (only
-    read for the progress bar: :func:`_train_one` checks each state before using it)."""
-    done = 0
+def _steps_held(config: TrainConfig, folder: RunFolder) -> dict[tuple[str, int], int]:
+    """``{(algorithm, restart): steps}`` that the resumable states in ``folder`` already hold
+    (only read for the progress bar and to pick the pairs left to train: :func:`_train_one`
+    checks each state before using it)."""
+    held = {}
     for algo in config.algorithms:
         for k in range(config.restarts):
             try:
@@ -219,8 +258,8 @@ def _steps_done(config: TrainConfig, folder: RunFolder) -> int:
             except (FileNotFoundError, ValueError):
                 continue
             step = config.steps if meta.get("finished") else int(meta.get("step", 0))
-            done += min(max(step, 0), config.steps)
-    return done
+            held[algo, k] = min(max(step, 0), config.steps)
+    return held
 
 
 def _train_one(

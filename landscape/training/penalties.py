@@ -159,7 +159,7 @@ class NonFiniteLossError(ValueError):
     weights or the total (a ``ValueError``; ``domain`` names the domain whose risk is not
     finite, ``None`` when it is the penalty, the weights or the total)."""
 
-    def __init__(self, message: str, domain: str | None):
+    def __init__(self, message: str, domain: str | None = None):
         super().__init__(message)
         self.domain = domain
 

@@ -1,0 +1,76 @@
+"""Runs trained at once in worker processes (``train(..., jobs=N)``,
+landscape.training.workers) against the same runs one after the other: the same histories,
+checkpoints and results (float64, up to another thread count's rounding), a resumable folder,
+the whole job's progress, and a worker's error raised in the parent with its message."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from landscape.checkpoint import load_tensors
+from landscape.training import NonFiniteLossError, read_history, train
+from landscape.training.loop import checkpoint_path, run_dir
+from tests.training.test_train import tiny_config
+
+
+def _histories(out, config):
+    return {
+        (a, k): read_history(run_dir(out, a, k) / "history.csv")
+        for a in config.algorithms
+        for k in range(config.restarts)
+    }
+
+
+def test_runs_at_once_equal_runs_one_after_the_other_and_the_bar_counts_every_step(
+    tmp_path, monkeypatch
+):
+    import landscape.training.loop as loop
+
+    bars, real = [], loop.tqdm
+    monkeypatch.setattr(loop, "tqdm", lambda *a, **k: bars.append(real(*a, **k)) or bars[-1])
+    config = tiny_config(restarts=2, checkpoint_steps=[0, 3])
+    at_once = train(config, tmp_path / "jobs", jobs=3)
+    assert bars[0].n == bars[0].total == 2 * 2 * config.steps
+    in_turn = train(config, tmp_path / "one", progress=False)
+    assert at_once.markdown() == in_turn.markdown()
+    fast, slow = _histories(tmp_path / "jobs", config), _histories(tmp_path / "one", config)
+    for pair, rows in slow.items():
+        assert [list(r) for r in fast[pair]] == [list(r) for r in rows]
+        for row, ref in zip(fast[pair], rows, strict=True):
+            assert row == pytest.approx(ref, rel=1e-9, abs=1e-12, nan_ok=True)
+        for step in (0, 3, config.steps):
+            a, _ = load_tensors(checkpoint_path(tmp_path / "jobs", *pair, step))
+            b, _ = load_tensors(checkpoint_path(tmp_path / "one", *pair, step))
+            for name in b:
+                torch.testing.assert_close(a[name], b[name], rtol=1e-9, atol=1e-12)
+
+
+def test_finished_runs_stay_in_the_parent_and_new_restarts_go_to_the_workers(tmp_path, monkeypatch):
+    import landscape.training.workers as workers
+
+    sent = []
+    real = workers.train_in_workers
+    monkeypatch.setattr(workers, "train_in_workers",
+                        lambda config, folder, pairs, *a, **k: sent.append(pairs)
+                        or real(config, folder, pairs, *a, **k))  # fmt: skip
+    first = train(tiny_config(), tmp_path, progress=False)
+    assert train(tiny_config(), tmp_path, progress=False, jobs=2).markdown() == first.markdown()
+    assert sent == []  # every pair finished: no worker started
+    more = train(tiny_config(restarts=2), tmp_path, progress=False, jobs=2)
+    assert sent == [[("erm", 1), ("fishr", 1)]]
+    assert len(_histories(tmp_path, tiny_config(restarts=2))) == 4
+    assert all(len(seeds) == 2 for seeds in more.seeds.values())
+
+
+def test_a_workers_error_is_raised_in_the_parent_with_its_message(tmp_path):
+    config = tiny_config(algorithms=["erm", "fishr"], l2=1e308)
+    with pytest.raises(NonFiniteLossError, match="restart 0, step 0") as err:
+        train(config, tmp_path, progress=False, jobs=2)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True])
+def test_bad_jobs_are_refused(tmp_path, jobs):
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        train(tiny_config(), tmp_path, progress=False, jobs=jobs)
