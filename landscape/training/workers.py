@@ -1,100 +1,129 @@
 """Several (algorithm, restart) pairs of a run trained at once, one worker process each.
 
-:func:`landscape.training.train` with ``jobs > 1`` hands its pairs to a pool of ``jobs``
-spawned processes. Each worker limits its torch and BLAS threads to its share of the
-parent's, keeps freed memory (:func:`landscape.device.keep_freed_memory`), builds its
-restart's data (:class:`~landscape.training.loop.RestartData`, the same draws as in one
-process) and trains the pair into the run folder with
+:func:`landscape.training.train` with ``jobs > 1`` hands the pairs left to train to at most
+``jobs`` spawned processes at a time. Each worker limits its torch and BLAS threads to its
+share of the parent's, keeps freed memory (:func:`landscape.device.keep_freed_memory`),
+builds its restart's data (:class:`~landscape.training.loop.RestartData`, the same draws as
+in one process) and trains the pair into the run folder with
 :func:`~landscape.training.loop.train_pair`: the same files, resumable the same way (the
-parent holds the folder's lock). The workers report every step through a queue, so the
-parent's progress bar counts down the whole job; the first error raised in a worker stops
-the pool and is raised again in the parent, with its one-line message.
+parent holds the folder's lock). Everything a worker says goes through one queue: a message
+per step (so the parent's progress bar counts down the whole job), then its result or its
+error. The first error stops the other workers and is raised again in the parent with its
+one-line message; a worker that dies without a word (killed, out of memory) is reported as
+such. Interrupted pairs resume from their last saved state on the next run.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import queue as queue_module
 
 import torch
-
-#: The progress queue of a worker process (set by :func:`_start_worker`).
-_PROGRESS = None
 
 
 class _QueueBar:
     """The part of a tqdm bar that :func:`~landscape.training.loop.train_pair` uses,
     forwarding to the parent's bar through a queue."""
 
-    def __init__(self, queue):
-        self.queue = queue
+    def __init__(self, messages):
+        self.messages = messages
 
     def update(self, n: int = 1) -> None:
-        self.queue.put(("update", n))
+        self.messages.put(("update", n))
 
     def set_postfix(self, **values) -> None:
-        self.queue.put(("postfix", values))
+        self.messages.put(("postfix", values))
 
 
-def _start_worker(progress, threads: int) -> None:
-    global _PROGRESS
-    from landscape.device import keep_freed_memory, set_threads
+def _work(pair, config_dict, root, data_dir, resume, threads, messages) -> None:
+    """A worker process: train ``pair`` and send ``("done", pair, PairResult)`` or
+    ``("error", pair, exception)``."""
+    try:
+        from landscape.device import keep_freed_memory, set_threads
+        from landscape.runs import RunFolder
+        from landscape.training.config import TrainConfig
+        from landscape.training.loop import RestartData, train_pair
 
-    _PROGRESS = progress
-    set_threads(threads)  # kept for the worker's life (the context is never exited)
-    keep_freed_memory()
+        set_threads(threads)  # for the worker's life
+        keep_freed_memory()
+        config = TrainConfig.from_dict(config_dict)
+        data = RestartData.build(config, pair[1], data_dir, torch.device("cpu"))
+        result = train_pair(config, RunFolder(root), *pair, data, resume=resume,
+                            bar=_QueueBar(messages))  # fmt: skip
+        messages.put(("done", pair, result))
+    except BaseException as err:  # noqa: BLE001 - every failure goes to the parent
+        messages.put(("error", pair, _picklable(err)))
 
 
-def _train_pair(config_dict, root, algo, k, data_dir, resume):
-    from landscape.runs import RunFolder
-    from landscape.training.config import TrainConfig
-    from landscape.training.loop import RestartData, train_pair
-
-    config = TrainConfig.from_dict(config_dict)
-    data = RestartData.build(config, k, data_dir, torch.device("cpu"))
-    bar = _QueueBar(_PROGRESS)
-    return train_pair(config, RunFolder(root), algo, k, data, resume=resume, bar=bar)
+def _picklable(err: BaseException) -> BaseException:
+    """``err`` itself when it survives pickling, else a ``RuntimeError`` with its text."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 def train_in_workers(config, folder, pairs, data_dir, *, resume, jobs, bar) -> dict:
-    """``{(algorithm, restart): PairResult}`` of ``pairs`` trained by ``jobs`` processes at
-    once (at most one per pair), on the CPU; ``bar`` (tqdm) advances by every worker's
-    steps."""
+    """``{(algorithm, restart): PairResult}`` of ``pairs`` trained by at most ``jobs``
+    processes at once, on the CPU; ``bar`` (tqdm) advances by every worker's steps."""
     jobs = min(jobs, len(pairs))
     threads = max(1, torch.get_num_threads() // jobs)
     context = multiprocessing.get_context("spawn")
-    progress = context.Queue()
-    pool = context.Pool(jobs, initializer=_start_worker, initargs=(progress, threads))
+    messages = context.Queue()
+    waiting, running, outcomes = list(pairs), {}, {}
+    shared = (config.to_dict(), str(folder.root), data_dir, resume, threads, messages)
     try:
-        pending = {
-            pair: pool.apply_async(
-                _train_pair, (config.to_dict(), str(folder.root), *pair, data_dir, resume)
-            )  # fmt: skip
-            for pair in pairs
-        }
-        outcomes = {}
-        while pending:
-            _show(progress, bar)
-            for pair in [p for p, result in pending.items() if result.ready()]:
-                outcomes[pair] = pending.pop(pair).get()  # a worker's error is raised here
-        _show(progress, bar, wait=0.0)
-        bar.update(bar.total - bar.n)  # every step is done (messages may still be in flight)
-        pool.close()
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                pair = waiting.pop(0)
+                running[pair] = context.Process(target=_work, args=(pair, *shared), daemon=True)
+                running[pair].start()
+            for pair in _receive(messages, bar, outcomes, running):
+                running.pop(pair).join()
+        bar.update(bar.total - bar.n)  # every step is done (some messages may be in flight)
         return outcomes
     finally:
-        pool.terminate()
-        pool.join()
+        for process in running.values():  # after an error or an interrupt: stop the others
+            process.terminate()
+        for process in running.values():
+            process.join()
 
 
-def _show(progress, bar, wait: float = 0.2) -> None:
-    """Apply the workers' progress messages to ``bar``, waiting up to ``wait`` s for one."""
+def _receive(messages, bar, outcomes, running) -> list:
+    """Handle the workers' messages; return the pairs that finished. Raises a worker's
+    error, or ``RuntimeError`` for a worker that exited without a result."""
+    finished = _read(messages, bar, outcomes, wait=0.2)
+    silent = [p for p, process in running.items() if p not in finished and not process.is_alive()]
+    if silent:  # its result may have reached the pipe just before it exited: read once more
+        finished += _read(messages, bar, outcomes, wait=1.0)
+        silent = [p for p in silent if p not in finished]
+    if silent:
+        (algo, k), code = silent[0], running[silent[0]].exitcode
+        raise RuntimeError(
+            f"the worker training {algo} restart {k} exited with code {code} without a "
+            "result (killed? out of memory?); run again to resume, with fewer --jobs"
+        )
+    return finished
+
+
+def _read(messages, bar, outcomes, wait: float) -> list:
+    """Apply the queued messages to ``bar`` and ``outcomes`` (waiting up to ``wait`` s for
+    the first); return the pairs whose result came. Raises a worker's error."""
+    finished = []
     try:
         while True:
-            kind, value = progress.get(timeout=wait) if wait else progress.get_nowait()
-            wait = 0.0
+            kind, *body = messages.get(timeout=wait)
+            wait = 0.01
             if kind == "update":
-                bar.update(value)
+                bar.update(body[0])
+            elif kind == "postfix":
+                bar.set_postfix(**body[0])
+            elif kind == "done":
+                outcomes[body[0]] = body[1]
+                finished.append(body[0])
             else:
-                bar.set_postfix(**value)
+                raise body[1]
     except queue_module.Empty:
-        return
+        return finished

@@ -5,6 +5,8 @@ the whole job's progress, and a worker's error raised in the parent with its mes
 
 from __future__ import annotations
 
+import queue
+
 import pytest
 import torch
 
@@ -74,3 +76,41 @@ def test_a_workers_error_is_raised_in_the_parent_with_its_message(tmp_path):
 def test_bad_jobs_are_refused(tmp_path, jobs):
     with pytest.raises(ValueError, match="jobs must be a positive integer"):
         train(tiny_config(), tmp_path, progress=False, jobs=jobs)
+
+
+class _Exited:
+    """A worker process that has exited (``exitcode``)."""
+
+    def __init__(self, exitcode: int):
+        self.exitcode = exitcode
+
+    def is_alive(self) -> bool:
+        return False
+
+
+class _Bar:
+    def __init__(self):
+        self.n = 0
+
+    def update(self, n):
+        self.n += n
+
+
+def test_a_worker_that_exits_without_a_result_is_reported():
+    from landscape.training.workers import _receive
+
+    messages = queue.Queue()
+    messages.put(("update", 2))
+    bar = _Bar()
+    with pytest.raises(RuntimeError, match="fishr restart 1 exited with code -9 without a result"):
+        _receive(messages, bar, {}, {("fishr", 1): _Exited(-9)})
+    assert bar.n == 2
+
+
+def test_a_result_sent_just_before_the_exit_is_taken():
+    from landscape.training.workers import _receive
+
+    messages, outcomes = queue.Queue(), {}
+    messages.put(("done", ("erm", 0), "result"))
+    assert _receive(messages, _Bar(), outcomes, {("erm", 0): _Exited(0)}) == [("erm", 0)]
+    assert outcomes == {("erm", 0): "result"}
