@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"[1/3] training {', '.join(config.algorithms)} into {run_dir}")
     results = train(config, run_dir, progress=progress, data_dir=args.data_dir,
-                    jobs=args.jobs or default_jobs(config))  # fmt: skip
+                    jobs=default_jobs(config) if args.jobs is None else args.jobs)  # fmt: skip
     print(results.markdown())
     print(f"[2/3] analysing checkpoints into {analysis_dir}")
     analyse_run(

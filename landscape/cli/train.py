@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         resume=not args.no_resume,
         data_dir=args.data_dir,
-        jobs=args.jobs or 1,
+        jobs=1 if args.jobs is None else args.jobs,
     )
     print(results.markdown(), end="")
     print(f"results written to {args.out}/results.md")
