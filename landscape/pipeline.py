@@ -60,8 +60,9 @@ def reproduce_config(
 
 def default_jobs(config) -> int:
     """Runs the default job trains at once: on the CPU one per (algorithm, restart), at most
-    one per core this process may use (each with one thread), else 1. Measured on 2 cores:
-    ERM and Fishr at once took 15% less time than one after the other with 2 threads."""
+    one per core this process may use (each with its share of the threads), else 1.
+    Measured on 2 cores: ERM and Fishr at once, one thread each, took 15% less time than one
+    after the other with 2 threads."""
     from landscape.device import available_cores, resolve_device
 
     if resolve_device(config.device).type != "cpu":

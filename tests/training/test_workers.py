@@ -29,8 +29,13 @@ def test_runs_at_once_equal_runs_one_after_the_other_and_the_bar_counts_every_st
 ):
     import landscape.training.loop as loop
 
-    bars, real = [], loop.tqdm
-    monkeypatch.setattr(loop, "tqdm", lambda *a, **k: bars.append(real(*a, **k)) or bars[-1])
+    bars, real_tqdm = [], loop.tqdm
+
+    def recording_tqdm(*args, **kwargs):
+        bars.append(real_tqdm(*args, **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(loop, "tqdm", recording_tqdm)
     config = tiny_config(restarts=2, checkpoint_steps=[0, 3])
     at_once = train(config, tmp_path / "jobs", jobs=3)
     assert bars[0].n == bars[0].total == 2 * 2 * config.steps
@@ -51,11 +56,13 @@ def test_runs_at_once_equal_runs_one_after_the_other_and_the_bar_counts_every_st
 def test_finished_runs_stay_in_the_parent_and_new_restarts_go_to_the_workers(tmp_path, monkeypatch):
     import landscape.training.workers as workers
 
-    sent = []
-    real = workers.train_in_workers
-    monkeypatch.setattr(workers, "train_in_workers",
-                        lambda config, folder, pairs, *a, **k: sent.append(pairs)
-                        or real(config, folder, pairs, *a, **k))  # fmt: skip
+    sent, real = [], workers.train_in_workers
+
+    def recording(config, folder, pairs, *args, **kwargs):
+        sent.append(pairs)
+        return real(config, folder, pairs, *args, **kwargs)
+
+    monkeypatch.setattr(workers, "train_in_workers", recording)
     first = train(tiny_config(), tmp_path, progress=False)
     assert train(tiny_config(), tmp_path, progress=False, jobs=2).markdown() == first.markdown()
     assert sent == []  # every pair finished: no worker started
