@@ -48,6 +48,18 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_jobs_argument(parser, default: str) -> None:
+    """``--jobs N``: (algorithm, restart) runs trained at once (``default`` says the default)."""
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="runs trained at once, each in its own process with --threads / N threads "
+        f"(CPU only; default: {default})",
+    )
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from landscape.cli._common import add_device_argument, add_out_argument
+from landscape.cli._common import add_device_argument, add_jobs_argument, add_out_argument
 
 HELP = "the default end-to-end job: train, analyse, draw (Colored MNIST, ERM vs Fishr)"
 
@@ -56,14 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", type=int, default=21, help="surface points per axis (21)")
     parser.add_argument("--data-dir", default=None, help="MNIST cache folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    parser.add_argument(
-        "--jobs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="runs trained at once, each in its own process with --threads / N threads "
-        "(default on the CPU: one per run, at most one per available core)",
-    )
+    add_jobs_argument(parser, "one per run, at most one per available core")
     add_device_argument(parser)
     add_out_argument(parser, "runs/reproduce")
 

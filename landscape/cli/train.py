@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-from landscape.cli._common import add_device_argument, add_out_argument
+from landscape.cli._common import add_device_argument, add_jobs_argument, add_out_argument
 from landscape.cli._domainbed_train import add_domainbed_arguments, check_protocol_options
 
 HELP = (
@@ -230,14 +230,7 @@ def _add_output_arguments(group) -> None:
         help="start every run over instead of resuming what --out holds",
     )
     group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    group.add_argument(
-        "--jobs",
-        type=int,
-        default=None,
-        metavar="N",
-        help="train N (algorithm, restart) runs at once, each in its own process with "
-        "--threads / N threads (CPU; default 1: one after the other)",
-    )
+    add_jobs_argument(group, "1, one after the other")
 
 
 def config_from_args(args: argparse.Namespace):

@@ -599,7 +599,7 @@ def test_cli_defaults_match_train_config(capsys):
         (["--ema", "2"], "ema must be None or a number in (0, 1)"),
         (["--data-seed", "3"], "data_seed belongs to stream 'per-restart'; the script stream"),
         (["--same-data"], "the script stream draws new data every restart"),
-        (["--jobs", "0"], "jobs must be a positive integer, got 0"),
+        (["--jobs", "0"], "argument --jobs: expected a positive integer, got 0"),
     ],
 )
 def test_cli_bad_input_is_one_line(argv, message, capsys, tmp_path):
