@@ -31,7 +31,8 @@ domain's samples by lit channel once (stable, so the order is deterministic);
 ``Linear -> ReLU`` layers as one Function with the biases folded into the products
 (:mod:`landscape.training.relu_stack`), falling back to ``model(X)`` whenever the
 reformulation does not apply (another tensor, a hook on the first layer as per-sample
-moments of every layer need, an input that requires grad).
+moments of every layer need, a hook on the model, its featurizer or its ``Flatten``, which
+the split forward does not call, a global module hook, an input that requires grad).
 """
 
 from __future__ import annotations
@@ -106,13 +107,25 @@ def colour_split(X: Tensor, y: Tensor) -> ColourSplit | None:
     return ColourSplit(X, y, order, groups, columns, parts, weight_columns)
 
 
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
+
+
 def _hooked(module: nn.Module) -> bool:
-    """Whether ``module`` carries hooks that a fused computation would skip."""
+    """Whether ``module`` carries hooks that a fused computation would skip: its own, or
+    torch's global module hooks (``nn.modules.module.register_module_forward_hook`` and
+    kin), which fire on every module."""
+    registry = nn.modules.module
     return bool(
         module._forward_hooks
         or module._forward_pre_hooks
         or module._backward_hooks
         or getattr(module, "_backward_pre_hooks", None)
+        or any(getattr(registry, name, None) for name in _GLOBAL_HOOKS)
     )
 
 
@@ -151,9 +164,11 @@ class ColourSplitForward:
     hidden ``Linear -> ReLU`` layers without hooks (:func:`fused_layers`; at least the first)
     as :func:`~landscape.training.relu_stack.relu_stack`, the later modules called as modules
     so that their hooks (the head's per-sample moments) fire as usual. Called with anything
-    else, while the first layer carries hooks (per-sample moments of that layer), or on an
-    input that requires grad, it returns ``model(X)``. ``backend`` says whose BLAS computes
-    the fused layers' products, forward and backward (:mod:`landscape.gemm`).
+    else, while the first layer carries hooks (per-sample moments of that layer), while the
+    model, its featurizer or its ``Flatten`` (never called here) or every module (torch's
+    global hooks) carries hooks, or on an input that requires grad, it returns ``model(X)``.
+    ``backend`` says whose BLAS computes the fused layers' products, forward and backward
+    (:mod:`landscape.gemm`).
     """
 
     def __init__(self, model: nn.Module, split: ColourSplit, backend: str = "torch"):
@@ -169,6 +184,9 @@ class ColourSplitForward:
     def applies(self, X: Tensor) -> bool:
         """Whether the split forward computes ``model(X)`` (else the plain forward does)."""
         if self._modules is None or X is not self.split.X or X.requires_grad:
+            return False
+        skipped = (self.model, self.model.featurizer, self.model.featurizer[0])
+        if any(_hooked(module) for module in skipped):  # never called by the split forward
             return False
         return fused_layers(self._modules) > 0
 

@@ -101,6 +101,32 @@ def test_a_hooked_later_layer_is_called_as_a_module_and_its_hook_fires():
         torch.testing.assert_close(g_fast, g_plain, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("where", ["model", "featurizer", "flatten", "global"])
+def test_hooks_the_split_forward_would_skip_send_it_to_the_plain_forward(where):
+    """A hook on a module the split forward never calls (the model, its featurizer, its
+    ``Flatten``) or a global module hook: ``model(X)``, and the hook fires."""
+    model = build_model(SPEC).to(torch.float64)
+    split = colour_split(*coloured(40, 3))
+    forward = ColourSplitForward(model, split)
+    seen = []
+
+    def hook(module, inputs, out):
+        seen.append(module)
+
+    owner = {"model": model, "featurizer": model.featurizer, "flatten": model.featurizer[0]}
+    if where == "global":
+        handle = nn.modules.module.register_module_forward_hook(hook)
+    else:
+        handle = owner[where].register_forward_hook(hook)
+    try:
+        assert not forward.applies(split.X)
+        torch.testing.assert_close(forward(split.X), model(split.X), rtol=0, atol=0)
+    finally:
+        handle.remove()
+    assert seen and (where == "global" or seen[0] is owner[where])
+    assert forward.applies(split.X)  # hook removed: the split forward again
+
+
 def _penalty_outputs(algorithm: str, split: bool):
     """Risks, penalty, logged values and the gradient of ``mean risk + penalty`` (float64)."""
     torch.manual_seed(1)
