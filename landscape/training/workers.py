@@ -10,7 +10,9 @@ parent holds the folder's lock). Everything a worker says goes through one queue
 per step (so the parent's progress bar counts down the whole job), then its result or its
 error. The first error stops the other workers and is raised again in the parent with its
 one-line message; a worker that dies without a word (killed, out of memory) is reported as
-such. Interrupted pairs resume from their last saved state on the next run.
+such. A worker applies the parent's warning filters and sends every warning it would show to
+the parent, which shows it as its own (the CLI's one-line ``landscape: note:``). Interrupted
+pairs resume from their last saved state on the next run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 import queue as queue_module
+import warnings
 
 import torch
 
@@ -36,9 +39,42 @@ class _QueueBar:
         self.messages.put(("postfix", values))
 
 
-def _work(pair, config_dict, root, data_dir, resume, threads, messages) -> None:
+def warning_filters() -> list[tuple]:
+    """This process's warning filters as picklable tuples (patterns as text), for
+    :func:`forward_warnings` in a worker; filters whose category does not pickle are left out."""
+    out = []
+    for action, message, category, module, lineno in warnings.filters:
+        entry = (action, getattr(message, "pattern", ""), category,
+                 getattr(module, "pattern", ""), lineno)  # fmt: skip
+        try:
+            pickle.dumps(entry)
+        except Exception:  # noqa: BLE001 - a category defined where a worker cannot import it
+            continue
+        out.append(entry)
+    return out
+
+
+def forward_warnings(messages, filters: list[tuple]) -> None:
+    """In a worker: apply ``filters`` (:func:`warning_filters` of the parent) and send every
+    warning they let through to the parent as ``("warning", (text, category, file, line))``."""
+    warnings.resetwarnings()
+    for action, message, category, module, lineno in reversed(filters):
+        warnings.filterwarnings(action, message, category, module, lineno)
+
+    def send(message, category, filename, lineno, file=None, line=None):
+        try:
+            pickle.dumps(category)
+        except Exception:  # noqa: BLE001
+            category = UserWarning
+        messages.put(("warning", (str(message), category, filename, lineno)))
+
+    warnings.showwarning = send
+
+
+def _work(pair, config_dict, root, data_dir, resume, threads, filters, messages) -> None:
     """A worker process: train ``pair`` and send ``("done", pair, PairResult)`` or
     ``("error", pair, exception)``."""
+    forward_warnings(messages, filters)
     try:
         from landscape.device import keep_freed_memory, set_threads
         from landscape.runs import RunFolder
@@ -73,7 +109,8 @@ def train_in_workers(config, folder, pairs, data_dir, *, resume, jobs, bar) -> d
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     waiting, running, outcomes = list(pairs), {}, {}
-    shared = (config.to_dict(), str(folder.root), data_dir, resume, threads, messages)
+    shared = (config.to_dict(), str(folder.root), data_dir, resume, threads, warning_filters(),
+              messages)  # fmt: skip
     try:
         while waiting or running:
             while waiting and len(running) < jobs:
@@ -120,6 +157,8 @@ def _read(messages, bar, outcomes, wait: float) -> list:
                 bar.update(body[0])
             elif kind == "postfix":
                 bar.set_postfix(**body[0])
+            elif kind == "warning":  # shown by this process's display (the CLI's notes)
+                warnings.showwarning(*body[0])
             elif kind == "done":
                 outcomes[body[0]] = body[1]
                 finished.append(body[0])

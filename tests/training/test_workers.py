@@ -5,7 +5,9 @@ the whole job's progress, and a worker's error raised in the parent with its mes
 
 from __future__ import annotations
 
+import multiprocessing
 import queue
+import warnings
 
 import pytest
 import torch
@@ -121,3 +123,35 @@ def test_a_result_sent_just_before_the_exit_is_taken():
     messages.put(("done", ("erm", 0), "result"))
     assert _receive(messages, _Bar(), outcomes, {("erm", 0): _Exited(0)}) == [("erm", 0)]
     assert outcomes == {("erm", 0): "result"}
+
+
+def _warn_in_worker(messages, filters):
+    from landscape.training.workers import forward_warnings
+
+    forward_warnings(messages, filters)
+    warnings.warn("a worker's warning", RuntimeWarning, stacklevel=1)
+    warnings.warn("a warning the parent ignores", FutureWarning, stacklevel=1)
+    messages.put(("done", ("erm", 0), "result"))
+
+
+def test_a_workers_warnings_follow_the_parents_filters_and_reach_its_display():
+    """A spawned worker applies the parent's filters (FutureWarning ignored) and the parent
+    shows what passes with its own ``showwarning`` (the CLI's one-line note)."""
+    from landscape.training.workers import _receive, warning_filters
+
+    shown = []
+
+    def display(message, category, filename, lineno, file=None, line=None):
+        shown.append((str(message), category, filename.endswith("test_workers.py")))
+
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.showwarning = display
+        process = context.Process(target=_warn_in_worker, args=(messages, warning_filters()))
+        process.start()
+        process.join(timeout=120)
+        assert _receive(messages, _Bar(), {}, {("erm", 0): process}) == [("erm", 0)]
+    assert shown == [("a worker's warning", RuntimeWarning, True)]
