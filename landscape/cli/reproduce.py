@@ -11,7 +11,8 @@ Steps (each resumes when interrupted; see landscape.pipeline):
   3. draw every figure (PNG + PDF) into OUT/figures and print the results.
 
 The default is the protocol's data (25,000 images per training domain) with one restart:
-13 minutes on 2 CPU cores (make demo from a fresh clone). --full runs 3 restarts.
+7 minutes on 2 Intel Xeon cores, 13 on 2 AMD EPYC cores (make demo from a fresh clone).
+--full runs 3 restarts.
 --subsample N is faster but not representative: with 5,000 images per domain the MLP
 memorises the noisy labels (ERM 98.6% train accuracy) and Fishr's gain disappears (48.7%
 on the -90% domain, measured here).
