@@ -45,6 +45,31 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
+def _cgroup_limits(proc_cgroup, root, controller: str, read_v2, read_v1) -> list:
+    """What ``read_v2`` (cgroup v2) or ``read_v1`` (v1, ``controller``'s hierarchy) finds in
+    the folder of this process's cgroup and of each of its ancestors (``None`` left out)."""
+    root = Path(root)
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return []
+    limits = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "":  # cgroup v2: "0::/path"
+            base, read = root, read_v2
+        elif controller in controllers.split(","):  # cgroup v1: "N:cpu,cpuacct:/path"
+            base, read = root / controllers, read_v1
+        else:
+            continue
+        parts = [p for p in path.strip().split("/") if p]
+        for depth in range(len(parts), -1, -1):
+            limit = read(base.joinpath(*parts[:depth]))
+            if limit is not None:
+                limits.append(limit)
+    return limits
+
+
 def cgroup_cpu_limit(
     proc_cgroup: str | os.PathLike = "/proc/self/cgroup",
     root: str | os.PathLike = "/sys/fs/cgroup",
@@ -58,26 +83,45 @@ def cgroup_cpu_limit(
     unlimited) for the process's cgroup and each of its ancestors (the smallest limit wins).
     Files that are missing or unreadable count as unlimited.
     """
-    root = Path(root)
-    try:
-        lines = Path(proc_cgroup).read_text().splitlines()
-    except OSError:
-        return None
-    limits = []
-    for line in lines:
-        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-        if controllers == "":  # cgroup v2: "0::/path"
-            base, read = root, _cpu_max
-        elif "cpu" in controllers.split(","):  # cgroup v1: "N:cpu,cpuacct:/path"
-            base, read = root / controllers, _cfs_quota
-        else:
-            continue
-        parts = [p for p in path.strip().split("/") if p]
-        for depth in range(len(parts), -1, -1):
-            limit = read(base.joinpath(*parts[:depth]))
-            if limit is not None:
-                limits.append(limit)
+    limits = _cgroup_limits(proc_cgroup, root, "cpu", _cpu_max, _cfs_quota)
     return min(limits) if limits else None
+
+
+def available_memory(
+    meminfo: str | os.PathLike = "/proc/meminfo",
+    proc_cgroup: str | os.PathLike = "/proc/self/cgroup",
+    root: str | os.PathLike = "/sys/fs/cgroup",
+) -> int | None:
+    """Bytes of memory this process can still take: the kernel's ``MemAvailable``, at most
+    what the cgroup memory limits leave (a container's ``--memory``: v2 ``memory.max -
+    memory.current``, v1 ``memory.limit_in_bytes - memory.usage_in_bytes``, for the cgroup
+    and each of its ancestors; the smallest wins). ``None`` when unknown (not Linux)."""
+    found = _cgroup_limits(proc_cgroup, root, "memory", _memory_v2, _memory_v1)
+    try:
+        for line in Path(meminfo).read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return max(0, min(found)) if found else None
+
+
+def _memory_left(folder: Path, limit_file: str, usage_file: str) -> int | None:
+    """``limit - usage`` in ``folder``; ``None`` without a limit (v2 ``max``, v1 ~2**63)."""
+    try:
+        limit = int((folder / limit_file).read_text())
+        usage = int((folder / usage_file).read_text())
+    except (OSError, ValueError):  # missing, unreadable or "max"
+        return None
+    return None if limit >= 1 << 60 else limit - usage
+
+
+def _memory_v2(folder: Path) -> int | None:
+    return _memory_left(folder, "memory.max", "memory.current")
+
+
+def _memory_v1(folder: Path) -> int | None:
+    return _memory_left(folder, "memory.limit_in_bytes", "memory.usage_in_bytes")
 
 
 def _cpu_max(folder: Path) -> float | None:

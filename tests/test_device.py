@@ -106,6 +106,32 @@ def test_cgroup_v1_limit_reads_the_cfs_quota(tmp_path):
     assert cgroup_cpu_limit(tmp_path / "missing", tmp_path / "sys") is None
 
 
+def test_available_memory_is_memavailable_at_most_what_the_cgroup_limits_leave(tmp_path):
+    from landscape.device import available_memory
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:  8000000 kB\nMemAvailable:  6000000 kB\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/job/step\n")
+    root = tmp_path / "sys"
+    _write(root / "job" / "memory.max", "3000000000\n")  # a 3 GB container
+    _write(root / "job" / "memory.current", "1000000000\n")
+    _write(root / "job" / "step" / "memory.max", "max\n")
+    assert available_memory(meminfo, proc, root) == 2_000_000_000
+    _write(root / "job" / "memory.max", "max\n")
+    assert available_memory(meminfo, proc, root) == 6_000_000_000 * 1024 // 1000
+    v1 = tmp_path / "cgroup-v1"
+    v1.write_text("4:memory:/docker/abc\n3:cpu:/\n")
+    folder = tmp_path / "sys" / "memory" / "docker" / "abc"
+    _write(folder / "memory.limit_in_bytes", "9223372036854771712\n")  # v1's "no limit"
+    _write(folder / "memory.usage_in_bytes", "5\n")
+    assert available_memory(meminfo, v1, root) == 6_000_000_000 * 1024 // 1000
+    _write(folder / "memory.limit_in_bytes", "1000\n")
+    assert available_memory(meminfo, v1, root) == 995
+    missing = tmp_path / "missing"
+    assert available_memory(missing, missing, root) is None
+
+
 def test_physical_cores_count_hyperthreads_once(tmp_path):
     from landscape.device import physical_cores
 

@@ -337,6 +337,29 @@ def test_reproduce_command_tiny(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in (out / "analysis").iterdir()} == before
 
 
+def test_default_jobs_fit_the_runs_the_threads_and_the_free_memory(monkeypatch):
+    """One worker per run, at most one per thread (``--threads``) and per WORKER_MEMORY of
+    available memory, at least one (training in this process)."""
+    import torch
+
+    import landscape.device as device
+    from landscape.pipeline import WORKER_MEMORY, default_jobs, fitting_jobs, reproduce_config
+
+    assert fitting_jobs(2, 2, None) == 2
+    assert fitting_jobs(2, 1, None) == 1  # --threads 1: one core, one job
+    assert fitting_jobs(6, 4, 2.5 * WORKER_MEMORY) == 2
+    assert fitting_jobs(2, 2, 0.5 * WORKER_MEMORY) == 1
+    monkeypatch.setattr(device, "available_memory", lambda: 8 * WORKER_MEMORY)
+    config = reproduce_config(restarts=3, device="cpu")
+    with device.set_threads(4):
+        assert torch.get_num_threads() == 4 and default_jobs(config) == 4
+    with device.set_threads(1):
+        assert default_jobs(config) == 1
+    monkeypatch.setattr(device, "available_memory", lambda: 2.2 * WORKER_MEMORY)
+    with device.set_threads(4):
+        assert default_jobs(config) == 2
+
+
 def test_reproduce_config_is_the_protocol_with_the_job_checkpoints():
     from landscape.pipeline import CHECKPOINT_STEPS, reproduce_config
     from landscape.training import TrainConfig
