@@ -58,9 +58,10 @@ def reproduce_config(
     )
 
 
-#: Peak memory of one training worker on the protocol's data (1.34-1.46 GB resident
-#: measured in `make demo`), what :func:`default_jobs` keeps free per worker.
-WORKER_MEMORY = 1.5e9
+#: Memory :func:`default_jobs` wants free per training worker: a worker's peak on the
+#: protocol's data (1.34-1.46 GB resident in `make demo`) and the parent's growth while the
+#: workers train (about 0.2 GB).
+WORKER_MEMORY = 1.75e9
 
 
 def default_jobs(config) -> int:

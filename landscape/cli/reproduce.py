@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--grid", type=int, default=21, help="surface points per axis (21)")
     parser.add_argument("--data-dir", default=None, help="MNIST cache folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    add_jobs_argument(parser, "one per run, at most --threads and one per 1.5 GB of free memory")
+    add_jobs_argument(parser, "one per run, at most --threads and one per 1.75 GB of free memory")
     add_device_argument(parser)
     add_out_argument(parser, "runs/reproduce")
 
