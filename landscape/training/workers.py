@@ -74,8 +74,8 @@ def forward_warnings(messages, filters: list[tuple]) -> None:
 def _work(pair, config_dict, root, data_dir, resume, threads, filters, messages) -> None:
     """A worker process: train ``pair`` and send ``("done", pair, PairResult)`` or
     ``("error", pair, exception)``."""
-    forward_warnings(messages, filters)
     try:
+        forward_warnings(messages, filters)
         from landscape.device import keep_freed_memory, set_threads
         from landscape.runs import RunFolder
         from landscape.training.config import TrainConfig
