@@ -7,6 +7,7 @@ always reported per domain name, in the mapping's order.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
@@ -130,9 +131,28 @@ def truncate(domains: Domains, n: int | None) -> dict:
     return out
 
 
+def all_finite(t: Tensor) -> bool:
+    """Whether every value of the floating tensor ``t`` is finite, from one min / max pass:
+    a NaN makes both NaN (``torch.aminmax`` propagates it), an infinity shows in one. No
+    ``t``-sized boolean temporary as ``torch.isfinite(t).all()`` makes: 1.2 ms against 27
+    ms for one Colored MNIST domain's inputs ``[25,000, 2, 14, 14]`` (2 threads), paid by
+    every analysis call on every checkpoint.
+
+    >>> all_finite(torch.tensor([1.0, -2.0])), all_finite(torch.tensor([1.0, float("-inf")]))
+    (True, False)
+    """
+    if t.numel() == 0:
+        return True
+    try:
+        low, high = torch.aminmax(t)
+    except RuntimeError:  # a dtype or device without aminmax
+        return bool(torch.isfinite(t).all())
+    return math.isfinite(float(low)) and math.isfinite(float(high))
+
+
 def check_finite(domains: Mapping[str, Iterable[Batch]]) -> None:
     """Raise one ``ValueError`` naming the first domain, batch and tensor (X or y) that holds a
-    NaN or infinite value (one ``torch.isfinite(...).all()`` per floating tensor).
+    NaN or infinite value (one :func:`all_finite` per floating tensor).
 
     >>> check_finite({"a": [(torch.ones(2, 3), torch.zeros(2))]})
     >>> check_finite({"a": [(torch.tensor([[1.0, float("nan")]]), torch.zeros(1))]})
@@ -144,7 +164,7 @@ replace them before the analysis
     for name, data in domains.items():
         for i, (X, y) in enumerate(data):
             for label, t in (("inputs X", X), ("targets y", y)):
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                if t.is_floating_point() and not all_finite(t):
                     raise ValueError(
                         f"domain {name!r}: batch {i} has NaN or infinite values in its {label}; "
                         "remove or replace them before the analysis"

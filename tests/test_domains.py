@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from landscape import curvature as C
-from landscape.domains import check_finite
+from landscape.domains import all_finite, check_finite
 from landscape.inconsistency import inconsistency_score
 from landscape.surface import loss_surface
 from landscape.surface.directions import random_directions
@@ -55,6 +55,21 @@ def test_check_finite_names_targets_and_infinities_and_accepts_integers():
         check_finite({"a": [(X, torch.zeros(2))], "b": [(X, torch.tensor([0.0, float("inf")]))]})
     with pytest.raises(ValueError, match="domain 'a': batch 0 .* inputs X"):
         check_finite({"a": [(torch.full((2, 3), -float("inf")), torch.zeros(2))]})
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_equals_isfinite_all_for_every_bad_value_anywhere(dtype):
+    """The min / max test against ``torch.isfinite(t).all()``: a NaN, +inf or -inf at any
+    place of a strided tensor, among values of both signs; empty tensors are finite."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(7, 5, 3, generator=g).to(dtype)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        for place in range(base.numel()):
+            t = base.clone().view(-1)
+            t[place] = bad
+            t = t.view(7, 5, 3).transpose(0, 2)  # not contiguous
+            assert all_finite(t) is False and not bool(torch.isfinite(t).all())
+    assert all_finite(base) is True and all_finite(base[:0]) is True
 
 
 def test_non_finite_model_output_at_theta_star_is_named_by_curvature():
