@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
 
 from tests.cases import (  # noqa: F401  (re-exported for the tests that import them here)
     CASES,
@@ -16,6 +17,11 @@ from tests.cases import (  # noqa: F401  (re-exported for the tests that import 
     make_regression_domains,
 )
 from tests.cases import ids as case_ids
+
+# Hypothesis draws the same examples on every run and machine (a suite must not pass or fail
+# by the draw; a case found once is kept as an @example) and writes no example database.
+settings.register_profile("landscape", derandomize=True, database=None)
+settings.load_profile("landscape")
 
 
 @pytest.fixture(autouse=True)

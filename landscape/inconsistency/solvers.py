@@ -213,9 +213,13 @@ def lobpcg_max(B, A, scale, tol_abs, n, block_size, maxiter, rng):
         except np.linalg.LinAlgError:
             return None
     iters = max(len(res_hist) - 1, 0)
-    last = np.asarray(res_hist[-1]) if res_hist else np.array([np.inf])
+    history = [np.asarray(h).reshape(-1) for h in res_hist] or [np.array([np.inf])]
     j = int(np.argmax(lam))
-    converged = bool(last.reshape(-1)[min(j, last.size - 1)] <= tol_abs)
+    column = [h[min(j, h.size - 1)] for h in history]
+    # LOBPCG stops once every residual meets tol; its final Rayleigh-Ritz step may leave the
+    # returned pair's a hair above (seen: 1.007 tol, with a true relative residual of 1.7e-9
+    # for tol 1e-8): met during the iterations and within 2 tol at the end is converged
+    converged = bool(min(column) <= tol_abs and column[-1] <= 2 * tol_abs)
     return float(lam[j]), np.asarray(V[:, j]), iters, converged
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -26,6 +26,7 @@ from tests.inconsistency.helpers import (
 
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), solver=st.sampled_from(["lobpcg", "eigsh"]))
+@example(seed=83823, solver="lobpcg")  # LOBPCG's post-processing ended at 1.007 tol
 def test_matrix_free_matches_dense(seed, solver):
     rng = np.random.default_rng(seed)
     dim = 40
