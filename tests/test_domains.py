@@ -70,6 +70,13 @@ def test_all_finite_equals_isfinite_all_for_every_bad_value_anywhere(dtype):
             t = t.view(7, 5, 3).transpose(0, 2)  # not contiguous
             assert all_finite(t) is False and not bool(torch.isfinite(t).all())
     assert all_finite(base) is True and all_finite(base[:0]) is True
+    long = torch.randn(100_003, generator=g).to(dtype)  # the vectorised, threaded reduction
+    for place in (0, 15, 16, 50_000, 100_002):  # block edges and the scalar tail
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            t = long.clone()
+            t[place] = bad
+            assert all_finite(t) is False
+    assert all_finite(long) is True
 
 
 def test_non_finite_model_output_at_theta_star_is_named_by_curvature():
