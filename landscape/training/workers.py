@@ -42,16 +42,11 @@ class _QueueBar:
 def warning_filters() -> list[tuple]:
     """This process's warning filters as picklable tuples (patterns as text), for
     :func:`forward_warnings` in a worker; filters whose category does not pickle are left out."""
-    out = []
-    for action, message, category, module, lineno in warnings.filters:
-        entry = (action, getattr(message, "pattern", ""), category,
-                 getattr(module, "pattern", ""), lineno)  # fmt: skip
-        try:
-            pickle.dumps(entry)
-        except Exception:  # noqa: BLE001 - a category defined where a worker cannot import it
-            continue
-        out.append(entry)
-    return out
+    entries = [
+        (action, getattr(message, "pattern", ""), category, getattr(module, "pattern", ""), lineno)
+        for action, message, category, module, lineno in warnings.filters
+    ]
+    return [entry for entry in entries if _pickles(entry)]
 
 
 def forward_warnings(messages, filters: list[tuple]) -> None:
@@ -62,10 +57,7 @@ def forward_warnings(messages, filters: list[tuple]) -> None:
         warnings.filterwarnings(action, message, category, module, lineno)
 
     def send(message, category, filename, lineno, file=None, line=None):
-        try:
-            pickle.dumps(category)
-        except Exception:  # noqa: BLE001
-            category = UserWarning
+        category = category if _pickles(category) else UserWarning
         messages.put(("warning", (str(message), category, filename, lineno)))
 
     warnings.showwarning = send
@@ -92,13 +84,20 @@ def _work(pair, config_dict, root, data_dir, resume, threads, filters, messages)
         messages.put(("error", pair, _picklable(err)))
 
 
+def _pickles(value) -> bool:
+    """Whether ``value`` survives the trip to the parent (pickled and unpickled again: an
+    exception may pickle and fail to rebuild; a class defined where the parent cannot
+    import it does not pickle)."""
+    try:
+        pickle.loads(pickle.dumps(value))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _picklable(err: BaseException) -> BaseException:
     """``err`` itself when it survives pickling, else a ``RuntimeError`` with its text."""
-    try:
-        pickle.loads(pickle.dumps(err))
-        return err
-    except Exception:  # noqa: BLE001
-        return RuntimeError(f"{type(err).__name__}: {err}")
+    return err if _pickles(err) else RuntimeError(f"{type(err).__name__}: {err}")
 
 
 def train_in_workers(config, folder, pairs, data_dir, *, resume, jobs, bar) -> dict:
