@@ -118,12 +118,13 @@ def train(
             raised there interrupts the run like a crash would).
         jobs: train this many (algorithm, restart) pairs at once, each in a process of its
             own with ``max(1, threads // jobs)`` of this process's torch threads
-            (:mod:`landscape.training.workers`; CPU only, without ``callback``). On the
-            2-core machine of the project, ERM and Fishr (60 Colored MNIST steps each) took
-            75-76 s at once with one thread each and 89 s one after the other with two: a
-            full-batch step does not keep two cores busy. Each process holds its own data
-            and activations (about 1.4 GB per Colored MNIST run). The results equal the
-            sequential ones up to the float rounding of another thread count.
+            (:mod:`landscape.training.workers`; CPU only, without ``callback``). On a 2-core
+            AMD EPYC, ERM and Fishr (60 Colored MNIST steps each) took 75-76 s at once with
+            one thread each and 89 s one after the other with two: a full-batch step does not
+            keep two cores busy (on a 2-core Intel Xeon, 501 steps each: 311 against 318 s).
+            Each process holds its own data and activations (about 1.4 GB per Colored MNIST
+            run). The results equal the sequential ones up to the float rounding of another
+            thread count.
 
     Returns:
         The :class:`RunResults`, also saved as ``out_dir/results.{json,npz}`` and
